@@ -1,0 +1,36 @@
+# pnc — the two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test bench lint clean venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(VENV)/bin/python
+	$(PIP) install $(TORCH)
+	touch $@
+
+$(VENV)/.stamp-%: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e ".[$*]"
+	touch $@
+
+venv: $(VENV)/.stamp-data,plot,dev
+
+demo: $(VENV)/.stamp-data,plot,dev
+	PY=$(PY) bash examples/demo.sh
+
+test: $(VENV)/.stamp-data,plot,dev
+	$(PY) -m pytest
+
+lint: $(VENV)/.stamp-data,plot,dev
+	$(PY) -m ruff check pnc_cli tests benchmarks examples
+
+bench: $(VENV)/.stamp-data,plot,dev,bench
+	PY=$(PY) bash benchmarks/run_all.sh
+
+clean:
+	rm -rf demo-out bench-out .pytest_cache .ruff_cache

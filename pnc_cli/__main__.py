@@ -1,0 +1,3 @@
+from pnc_cli.cli import main
+
+main()

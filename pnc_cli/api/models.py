@@ -1,0 +1,226 @@
+"""Orchestration of base-model commands: train, eval, predict, info, list-archs.
+
+Layer L4: reads files, calls the algorithms, writes files; returns plain JSON-able dicts that the CLI
+renders. No typer, no rich, no printing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..checkpoint import ModelSpec, build_from_spec, load_model, save_model
+from ..config import TrainConfig
+from ..data import ImageSet, conform, conform_set, load_data, parse_classes, read_raw
+from ..device import resolve_device, seed_everything
+from ..errors import DataError, UsageError
+from ..fileio import check_output, read_header
+from ..progress import NullProgress, Progress
+from ..architectures import get_architecture, list_architectures
+from ..training import accuracy, fit_classifier, per_class_accuracy, predict_logits
+
+MIN_NATIVE_SIZE = 16
+
+
+def list_archs() -> list[dict[str, Any]]:
+    return [
+        {"name": a.name, "blocks": a.num_blocks, "default_input_size": a.default_input_size, "tiny": a.tiny, "description": a.description}
+        for a in list_architectures()
+    ]
+
+
+def _input_size(arch: str, data: ImageSet, requested: int | None) -> int:
+    if requested:
+        return requested
+    native = int(data.images.shape[-1])
+    return native if native >= MIN_NATIVE_SIZE else get_architecture(arch).default_input_size
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def train_model(
+    *,
+    arch: str,
+    data: str,
+    output: str | Path,
+    classes: str | None = None,
+    config: TrainConfig | None = None,
+    fraction: float = 1.0,
+    split_seed: int = 0,
+    input_size: int | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    force: bool = False,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train a base classifier on the train split and save it; report test accuracy."""
+    config = config or TrainConfig()
+    out = check_output(output, force=force)
+    get_architecture(arch)
+    dev = resolve_device(device)
+    train = load_data(data, classes=classes, split="train", fraction=fraction, split_seed=split_seed)
+    test = load_data(data, classes=train.classes, split="test", split_seed=split_seed)
+    channels = int(train.images.shape[1])
+    size = _input_size(arch, train, input_size)
+    train, test = conform_set(train, channels, size), conform_set(test, channels, size)
+    mean, std = _channel_stats(train.images)
+    spec = ModelSpec(arch, tuple(train.classes), channels, size, dict(arch_kwargs or {}), mean, std)
+    seed_everything(config.seed)
+    net = build_from_spec(spec).to(dev)
+    result = fit_classifier(net.model, net, train.images, train.labels, config, device=dev, progress=progress)
+    test_pred = predict_logits(net, test.images, device=dev).argmax(1)
+    test_acc = accuracy(test_pred, test.labels)
+    training = {
+        "data": train.identity["data"],
+        "classes": train.classes,
+        "fraction": fraction,
+        "split_seed": split_seed,
+        "test_fraction": train.identity["test_fraction"],
+        "config": config.to_dict(),
+        "num_train": len(train),
+        "test_accuracy": round(test_acc, 6),
+    }
+    spec = ModelSpec(arch, spec.classes, channels, size, spec.arch_kwargs, mean, std, training)
+    net.to("cpu")
+    sha = save_model(out, net, spec, force=force)
+    return {
+        "output": str(out),
+        "arch": arch,
+        "classes": train.classes,
+        "sha256": sha,
+        "num_params": net.num_params(),
+        "num_train": len(train),
+        "num_test": len(test),
+        "train_accuracy": result.train_accuracy,
+        "test_accuracy": test_acc,
+        "seed": config.seed,
+    }
+
+
+def eval_data_for(spec: ModelSpec, data: str, classes: str | None, split: str, split_seed: int) -> ImageSet:
+    """The evaluation data for a model: its own classes present in the data unless ``classes`` says otherwise."""
+    if classes is None:
+        _, names, _ = read_raw(data)
+        present = [c for c in spec.classes if c in set(names)]
+        if not present:
+            raise DataError(f"{data}: none of the model's classes ({', '.join(spec.classes)}) occur in the data")
+        selected: str | list[str] = present
+    else:
+        selected = classes
+    ds = load_data(data, classes=selected, split=split, split_seed=split_seed)
+    foreign = [c for c in ds.classes if c not in spec.classes]
+    if foreign:
+        raise DataError(f"class {foreign[0]!r} is not one of the model's classes ({', '.join(spec.classes)})")
+    return conform_set(ds, spec.in_channels, spec.input_size).relabel(list(spec.classes))
+
+
+def evaluate_model(
+    *,
+    model: str | Path,
+    data: str,
+    classes: str | None = None,
+    split: str = "test",
+    split_seed: int = 0,
+    device: str = "auto",
+    load_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    loaded = load_model(model, **(load_overrides or {}))
+    dev = resolve_device(device)
+    ds = eval_data_for(loaded.spec, data, classes, split, split_seed)
+    net = loaded.network.to(dev)
+    pred = predict_logits(net, ds.images, device=dev).argmax(1)
+    return {
+        "model": str(model),
+        "data": data,
+        "split": split,
+        "num_samples": len(ds),
+        "accuracy": accuracy(pred, ds.labels),
+        "per_class": per_class_accuracy(pred, ds.labels, list(loaded.spec.classes)),
+    }
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    if not path.exists():
+        raise UsageError(f"image {path} not found")
+    try:
+        img = Image.open(path)
+        arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "I", "I;16") else "RGB"), dtype=np.float32) / 255.0
+    except OSError:
+        raise DataError(f"{path}: cannot read image; use PNG, JPEG or another format PIL reads") from None
+    t = torch.from_numpy(arr.copy())
+    return t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
+
+
+def predict_images(*, model: str | Path, images: list[str], top: int = 3, device: str = "auto") -> dict[str, Any]:
+    if not images:
+        raise UsageError("give at least one image file")
+    loaded = load_model(model)
+    spec = loaded.spec
+    batch = torch.cat([conform(_read_image(Path(p)), spec.in_channels, spec.input_size) for p in images])
+    dev = resolve_device(device)
+    probs = predict_logits(loaded.network.to(dev), batch, device=dev).softmax(1)
+    k = min(top, len(spec.classes))
+    results = []
+    for path, p in zip(images, probs, strict=True):
+        vals, idx = p.topk(k)
+        results.append({
+            "image": path,
+            "prediction": spec.classes[int(idx[0])],
+            "top": [{"class": spec.classes[int(i)], "probability": float(v)} for v, i in zip(vals, idx, strict=True)],
+        })
+    return {"model": str(model), "predictions": results}
+
+
+def file_info(path: str | Path) -> dict[str, Any]:
+    """Header-only summary of any pnc file (model, cloned model, delta, surrogate, search)."""
+    header, meta = read_header(path)
+    num_params = sum(math.prod(e.get("shape", [])) for e in header.values())
+    info: dict[str, Any] = {
+        "path": str(path),
+        "kind": meta.get("pnc.kind", "model" if "pnc.arch" in meta else "plain"),
+        "format_version": meta.get("pnc.format_version"),
+        "writer": meta.get("pnc.writer"),
+        "sha256": meta.get("pnc.sha256"),
+        "num_tensors": len(header),
+        "num_params": num_params,
+        "file_bytes": Path(path).stat().st_size,
+    }
+    if "pnc.arch" in meta:
+        spec = ModelSpec.from_metadata(meta, path)
+        info.update(arch=spec.arch, arch_kwargs=spec.arch_kwargs, classes=list(spec.classes),
+                    input={"channels": spec.in_channels, "size": spec.input_size},
+                    normalization={"mean": list(spec.mean), "std": list(spec.std)}, training=spec.training)
+    else:
+        info.setdefault("arch", meta.get("pnc.arch"))
+        info.setdefault("classes", None)
+    extra = {k: v for k, v in meta.items() if k.startswith("pnc.") and k.replace("pnc.", "") not in info and k not in (
+        "pnc.arch_kwargs", "pnc.input", "pnc.normalization", "pnc.training", "pnc.kind")}
+    info["metadata"] = extra
+    return info
+
+
+def pnc_version() -> str:
+    return __version__
+
+
+def import_model(
+    *, file: str | Path, arch: str, classes: str, output: str | Path, in_channels: int | None = None,
+    input_size: int | None = None, force: bool = False,
+) -> dict[str, Any]:
+    """Convert a plain state dict into a pnc model file (exact key/shape match required)."""
+    out = check_output(output, force=force)
+    names = parse_classes(classes) or []
+    loaded = load_model(file, arch=arch, classes=names, in_channels=in_channels, input_size=input_size)
+    sha = save_model(out, loaded.network, loaded.spec, force=force)
+    return {"output": str(out), "arch": arch, "classes": names, "sha256": sha, "num_params": loaded.network.num_params()}

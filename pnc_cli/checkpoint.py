@@ -1,0 +1,186 @@
+"""Classifier checkpoints: safetensors state dict plus pnc metadata (docs/formats.md).
+
+Layer L1. A model file records the architecture and its keyword arguments, the ordered class names,
+the input channels and size, the normalisation, the training data (when pnc trained it) and the
+sha256 of its tensor contents. Plain state dicts written by other tools load when the caller supplies
+the architecture and class names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import CheckpointError, IncompatibleError, UsageError, VerificationError
+from .fileio import content_sha256, json_meta, parse_json_meta, read_header, read_safetensors, write_safetensors
+from .architectures import Network, build_network, get_architecture
+
+FORMAT_VERSION = 1
+KIND_MODEL = "model"
+KEY_KIND = "pnc.kind"
+KEY_VERSION = "pnc.format_version"
+KEY_SHA = "pnc.sha256"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model file says about its model (everything but the weights)."""
+
+    arch: str
+    classes: tuple[str, ...]
+    in_channels: int
+    input_size: int
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    training: dict[str, Any] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_metadata(self) -> dict[str, str]:
+        meta = {
+            "pnc.arch": self.arch,
+            "pnc.arch_kwargs": json_meta(self.arch_kwargs),
+            "pnc.classes": json_meta(list(self.classes)),
+            "pnc.input": json_meta({"channels": self.in_channels, "size": self.input_size}),
+            "pnc.normalization": json_meta({"mean": list(self.mean), "std": list(self.std)}),
+        }
+        if self.training is not None:
+            meta["pnc.training"] = json_meta(self.training)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], path: str | Path) -> ModelSpec:
+        if "pnc.arch" not in meta:
+            raise CheckpointError(f"{path}: no pnc metadata; pass --arch and --classes to read a plain state dict")
+        inp = parse_json_meta(meta, "pnc.input", path)
+        norm = parse_json_meta(meta, "pnc.normalization", path)
+        return cls(
+            arch=meta["pnc.arch"],
+            classes=tuple(parse_json_meta(meta, "pnc.classes", path)),
+            in_channels=int(inp["channels"]),
+            input_size=int(inp["size"]),
+            arch_kwargs=parse_json_meta(meta, "pnc.arch_kwargs", path, {}),
+            mean=tuple(norm["mean"]),
+            std=tuple(norm["std"]),
+            training=parse_json_meta(meta, "pnc.training", path, None),
+        )
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    network: Network
+    spec: ModelSpec
+    sha256: str
+    metadata: dict[str, str]
+
+
+def build_from_spec(spec: ModelSpec) -> Network:
+    net = build_network(
+        spec.arch,
+        num_classes=spec.num_classes,
+        in_channels=spec.in_channels,
+        input_size=spec.input_size,
+        arch_kwargs=spec.arch_kwargs,
+    )
+    net.mean = torch.tensor(spec.mean, dtype=torch.float32)
+    net.std = torch.tensor(spec.std, dtype=torch.float32)
+    return net
+
+
+def model_metadata(spec: ModelSpec, tensors: Mapping[str, torch.Tensor], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    meta = {
+        "format": "pt",
+        KEY_KIND: KIND_MODEL,
+        KEY_VERSION: str(FORMAT_VERSION),
+        "pnc.writer": f"pnc-cli {__version__}",
+        KEY_SHA: content_sha256(tensors),
+    }
+    meta.update(spec.to_metadata())
+    meta.update(extra or {})
+    return meta
+
+
+def save_model(path: str | Path, network: Network, spec: ModelSpec, *, force: bool = False, extra: Mapping[str, str] | None = None) -> str:
+    """Write a model file atomically; returns the content sha256."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in network.model.state_dict().items()}
+    meta = model_metadata(spec, tensors, extra)
+    write_safetensors(path, tensors, meta, force=force)
+    return meta[KEY_SHA]
+
+
+def check_state_dict(network: Network, tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Keys and shapes must match exactly; the error names the first mismatching tensors."""
+    expected = {k: tuple(v.shape) for k, v in network.model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if wrong:
+            parts.append(", ".join(f"{k} is {list(got[k])} not {list(expected[k])}" for k in wrong[:3]))
+        raise IncompatibleError(f"{path}: state dict does not match architecture {network.arch!r}: {'; '.join(parts)}")
+
+
+def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapping[str, Any]) -> ModelSpec:
+    if not overrides.get("arch") or not overrides.get("classes"):
+        raise CheckpointError(f"{path}: no pnc metadata; pass --arch and --classes to read a plain state dict")
+    channels = overrides.get("in_channels")
+    if channels is None:
+        convs = [t for t in tensors.values() if t.dim() == 4]
+        channels = int(convs[0].shape[1]) if convs else 1
+    size = overrides.get("input_size") or 0
+    size = size or get_architecture(overrides["arch"]).default_input_size
+    return ModelSpec(arch=overrides["arch"], classes=tuple(overrides["classes"]), in_channels=channels, input_size=size)
+
+
+def read_spec(path: str | Path) -> tuple[ModelSpec, dict[str, str]]:
+    """Model spec from the header only (no tensors loaded)."""
+    _, meta = read_header(path)
+    return ModelSpec.from_metadata(meta, path), meta
+
+
+def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> LoadedModel:
+    """Load a model file (or a plain state dict with ``arch``/``classes`` overrides) as a frozen Network.
+
+    Raises:
+        CheckpointError: unreadable file or missing metadata (exit 2).
+        IncompatibleError: tensors that do not fit the architecture (exit 4).
+        VerificationError: tensor contents differ from the recorded sha256 (exit 3).
+    """
+    p = Path(path)
+    tensors, meta = read_safetensors(p)
+    if meta.get(KEY_KIND, KIND_MODEL) != KIND_MODEL:
+        raise CheckpointError(f"{p}: is a {meta[KEY_KIND]} file, not a model; use the command for that kind")
+    if int(meta.get(KEY_VERSION, "1")) > FORMAT_VERSION:
+        raise CheckpointError(f"{p}: model format version {meta[KEY_VERSION]} is newer than {FORMAT_VERSION}; upgrade pnc")
+    if "pnc.arch" in meta:
+        spec = ModelSpec.from_metadata(meta, p)
+        if overrides.get("classes"):
+            spec = replace(spec, classes=tuple(overrides["classes"]))
+    else:
+        spec = _plain_spec(tensors, p, overrides)
+    sha = content_sha256(tensors)
+    if verify and KEY_SHA in meta and meta[KEY_SHA] != sha:
+        raise VerificationError(f"{p}: tensor contents do not match the recorded sha256; the file was modified")
+    try:
+        network = build_from_spec(spec)
+    except UsageError as exc:
+        raise IncompatibleError(f"{p}: {exc}") from None
+    check_state_dict(network, tensors, p)
+    network.model.load_state_dict(dict(tensors), strict=True)
+    network.freeze()
+    return LoadedModel(p, network, spec, sha, meta)

@@ -1,0 +1,45 @@
+"""The ``pnc`` command line (Typer). Layer L5: the only layer that imports typer or rich.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage/bad input, 3 verification failed, 4 incompatible
+checkpoint, 130 interrupted (docs/errors.md).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import models
+
+app = typer.Typer(
+    name="pnc",
+    help="Partial Network Cloning: add a source classifier's classes to a frozen target as a removable delta.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pnc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set PNC_DEBUG=1).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    if debug:
+        os.environ["PNC_DEBUG"] = "1"
+
+
+models.register(app)
+
+
+def main() -> None:
+    app()

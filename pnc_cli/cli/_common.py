@@ -1,0 +1,61 @@
+"""Options shared by every command and the error edge that maps exceptions to exit codes.
+
+Layer L5.
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..config import DEFAULT_SEED
+from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, PncError
+from . import _console as console
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in outputs).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split (same in every command).")]
+
+DEFAULT_DEVICE = "auto"
+SEED = DEFAULT_SEED
+
+
+def handle_errors(fn: F) -> F:
+    """Run a command body: PncError → one line on stderr + its exit code; Ctrl-C → 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet = bool(kwargs.get("quiet", False))
+        console.setup_logging(quiet)
+        try:
+            return fn(*args, **kwargs)
+        except PncError as exc:
+            if console.debug_enabled():
+                traceback.print_exc()
+            console.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.error("interrupted; nothing was written")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # unexpected: a bug or an environment problem
+            if console.debug_enabled():
+                traceback.print_exc()
+            console.error(f"{type(exc).__name__}: {exc} (rerun with --debug or PNC_DEBUG=1 for the traceback)")
+            raise typer.Exit(EXIT_RUNTIME) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress(quiet: bool) -> console.RichProgress:
+    return console.RichProgress(enabled=not quiet)

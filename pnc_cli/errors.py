@@ -1,0 +1,65 @@
+"""Error hierarchy of pnc and the exit code each error maps to.
+
+Layer L0: stdlib only. Every error the user can cause is a ``PncError`` with a one-line message
+that says what is wrong, which file, and what to do. The CLI edge maps ``exit_code`` to the process
+exit status (docs/errors.md lists them).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_VERIFY = 3
+EXIT_INCOMPATIBLE = 4
+EXIT_INTERRUPTED = 130
+
+
+class PncError(Exception):
+    """Base class of every error pnc reports to the user."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class UsageError(PncError, ValueError):
+    """Bad input from the user: options, data, files that cannot be read."""
+
+    exit_code = EXIT_USAGE
+
+
+class CheckpointError(UsageError):
+    """A model, surrogate or delta file is missing, corrupt or lacks what pnc needs."""
+
+
+class DataError(UsageError):
+    """Data that cannot be used: missing classes, empty selection, NaN pixels."""
+
+
+class ConfigError(UsageError):
+    """A configuration value out of range."""
+
+
+class OutputExistsError(UsageError):
+    """The output file exists and --force was not given."""
+
+
+class UnknownArchitectureError(UsageError, LookupError):
+    """An architecture name the registry does not know."""
+
+
+class IncompatibleError(PncError):
+    """Files that do not belong together: a delta for another target, mismatched shapes or classes."""
+
+    exit_code = EXIT_INCOMPATIBLE
+
+
+class VerificationError(PncError):
+    """A check that must hold did not (e.g. restored target hash differs from the recorded one)."""
+
+    exit_code = EXIT_VERIFY
+
+
+class RuntimeFailure(PncError, RuntimeError):
+    """The work itself failed (diverged training, out of memory, ...)."""
+
+    exit_code = EXIT_RUNTIME

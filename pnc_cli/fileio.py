@@ -1,0 +1,203 @@
+"""Safetensors reading and writing: deterministic bytes, atomic writes, content hashes, clear errors.
+
+Layer L1 (torch, safetensors). Every file pnc writes goes through ``write_safetensors``: tensors are
+laid out in sorted-name order, the header JSON has sorted keys and metadata values are strings, so the
+same tensors and metadata always give the same bytes. Writes go to a temporary file in the output's
+directory and are moved into place with ``os.replace``. Nothing here uses pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+
+from .errors import CheckpointError, OutputExistsError, UsageError
+
+_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """Raw little-endian bytes of a tensor (contiguous, on the CPU)."""
+    t = t.detach().to("cpu").contiguous()
+    if t.numel() == 0:
+        return b""
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def content_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Canonical hash of tensor contents: sorted names, then dtype, shape and bytes of each tensor."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode())
+        h.update(_dtype_name(t.dtype).encode())
+        h.update(json.dumps(list(t.shape)).encode())
+        h.update(tensor_bytes(t))
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise UsageError(f"tensor dtype {dtype} cannot be stored; use float32") from None
+
+
+def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """Deterministic safetensors bytes (sorted names, sorted header keys, 8-byte aligned header)."""
+    header: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise TypeError(f"metadata value for {key!r} must be a string, got {type(value).__name__}")
+    if metadata:
+        header["__metadata__"] = dict(sorted(metadata.items()))
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        data = tensor_bytes(t)
+        header[name] = {
+            "dtype": _dtype_name(t.dtype),
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        chunks.append(data)
+        offset += len(data)
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
+
+
+def check_output(path: str | Path, *, force: bool) -> Path:
+    """Refuse an existing output without ``force`` and an output directory that is not writable."""
+    out = Path(path)
+    if out.exists() and not force:
+        raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
+    if out.exists() and out.is_dir():
+        raise UsageError(f"output {out} is a directory; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"output directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output directory {parent} is not writable; choose another -o")
+    return out
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, force: bool = False) -> Path:
+    out = check_output(path, force=force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def write_safetensors(
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str],
+    *,
+    force: bool = False,
+) -> Path:
+    """Write tensors and string metadata atomically and deterministically."""
+    return atomic_write_bytes(path, serialize(tensors, metadata), force=force)
+
+
+def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a safetensors header without loading tensors; returns (tensor entries, metadata).
+
+    Raises CheckpointError for a missing, empty, truncated or non-safetensors file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: file not found; check the path")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a directory, expected a .safetensors file")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{p}: not a safetensors file (only {size} bytes); re-create or re-download it")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise CheckpointError(f"{p}: not a safetensors file (bad header length); re-create or re-download it")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{p}: not a safetensors file (header is not JSON); re-create it") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{p}: not a safetensors file (header is not an object)")
+    metadata = header.pop("__metadata__", None) or {}
+    data_len = size - 8 - n
+    end = 0
+    for name, entry in header.items():
+        try:
+            start, stop = entry["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise CheckpointError(f"{p}: corrupt safetensors entry for tensor {name!r}") from None
+        end = max(end, stop)
+    if end > data_len:
+        raise CheckpointError(f"{p}: truncated file ({data_len} data bytes, header needs {end}); re-create it")
+    return header, dict(metadata)
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load all tensors and the metadata of a safetensors file (validated header first)."""
+    _, metadata = read_header(path)
+    try:
+        tensors = st_load(Path(path).read_bytes())
+    except Exception as exc:  # the safetensors library raises its own error types
+        raise CheckpointError(f"{path}: cannot read tensors ({exc}); the file is corrupt") from None
+    return tensors, metadata
+
+
+def json_meta(value: Any) -> str:
+    """Encode a metadata value as canonical JSON."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def parse_json_meta(metadata: Mapping[str, str], key: str, path: str | Path, default: Any = ...) -> Any:
+    if key not in metadata:
+        if default is not ...:
+            return default
+        raise CheckpointError(f"{path}: metadata key {key!r} is missing; the file was not written by pnc")
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: metadata key {key!r} is not valid JSON; the file is corrupt") from None

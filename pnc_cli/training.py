@@ -1,0 +1,87 @@
+"""Supervised training and evaluation of a classifier (``pnc train`` / ``pnc eval``).
+
+Layer L2 (torch only; no file IO, no CLI). Works on any ``nn.Module`` plus the callable that maps
+images in [0, 1] to logits, so the same loop serves plain networks and cloned models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .errors import RuntimeFailure
+from .progress import NullProgress, Progress
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epochs: int
+    final_loss: float
+    train_accuracy: float
+
+
+def fit_classifier(
+    module: nn.Module,
+    forward: Forward,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    *,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train all parameters of ``module`` with Adam and cross-entropy, seeded and deterministic."""
+    progress = progress or NullProgress()
+    device = device or torch.device("cpu")
+    g = torch.Generator().manual_seed(config.seed)
+    opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n = len(labels)
+    steps = (n + config.batch_size - 1) // config.batch_size
+    progress.start("train", total=config.epochs * steps)
+    module.train()
+    loss_sum, correct = 0.0, 0
+    for _ in range(config.epochs):
+        loss_sum, correct = 0.0, 0
+        for idx in torch.randperm(n, generator=g).split(config.batch_size):
+            x, y = images[idx].to(device), labels[idx].to(device)
+            logits = forward(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise RuntimeFailure("training diverged (non-finite loss); lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            progress.advance(1, loss=loss.item())
+    module.eval()
+    progress.finish()
+    return TrainResult(config.epochs, loss_sum / n, correct / n)
+
+
+@torch.no_grad()
+def predict_logits(forward: Forward, images: torch.Tensor, *, batch_size: int = 512, device: torch.device | None = None) -> torch.Tensor:
+    """Logits for all images, in batches, without gradients (caller sets eval mode)."""
+    device = device or torch.device("cpu")
+    outs = [forward(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)]
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((pred == labels).float().mean()) if len(labels) else float("nan")
+
+
+def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, float]:
+    out = {}
+    for i, name in enumerate(classes):
+        sel = labels == i
+        if sel.any():
+            out[name] = float((pred[sel] == i).float().mean())
+    return out
