@@ -16,15 +16,29 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import CheckpointError, IncompatibleError, UsageError, VerificationError
-from .fileio import content_sha256, json_meta, parse_json_meta, read_header, read_safetensors, write_safetensors
 from .architectures import Network, build_network, get_architecture
+from .errors import CheckpointError, IncompatibleError, UsageError, VerificationError
+from .fileio import (
+    content_sha256,
+    json_meta,
+    parse_json_meta,
+    read_header,
+    read_safetensors,
+    write_safetensors,
+)
 
 FORMAT_VERSION = 1
 KIND_MODEL = "model"
 KEY_KIND = "pnc.kind"
 KEY_VERSION = "pnc.format_version"
 KEY_SHA = "pnc.sha256"
+
+
+def _no_metadata(path: str | Path) -> str:
+    return (
+        f"{path}: no pnc metadata (a plain state dict); pass --arch and --classes, "
+        f"e.g. pnc import {path} --arch lenet5 --classes 0-9 -o model.safetensors"
+    )
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,7 @@ class ModelSpec:
     @classmethod
     def from_metadata(cls, meta: Mapping[str, str], path: str | Path) -> ModelSpec:
         if "pnc.arch" not in meta:
-            raise CheckpointError(f"{path}: no pnc metadata; pass --arch and --classes to read a plain state dict")
+            raise CheckpointError(_no_metadata(path))
         inp = parse_json_meta(meta, "pnc.input", path)
         norm = parse_json_meta(meta, "pnc.normalization", path)
         return cls(
@@ -137,14 +151,28 @@ def check_state_dict(network: Network, tensors: Mapping[str, torch.Tensor], path
 
 def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapping[str, Any]) -> ModelSpec:
     if not overrides.get("arch") or not overrides.get("classes"):
-        raise CheckpointError(f"{path}: no pnc metadata; pass --arch and --classes to read a plain state dict")
+        raise CheckpointError(_no_metadata(path))
+    arch, classes = overrides["arch"], tuple(overrides["classes"])
+    size = overrides.get("input_size") or get_architecture(arch).default_input_size
     channels = overrides.get("in_channels")
     if channels is None:
-        convs = [t for t in tensors.values() if t.dim() == 4]
-        channels = int(convs[0].shape[1]) if convs else 1
-    size = overrides.get("input_size") or 0
-    size = size or get_architecture(overrides["arch"]).default_input_size
-    return ModelSpec(arch=overrides["arch"], classes=tuple(overrides["classes"]), in_channels=channels, input_size=size)
+        channels = _first_conv_channels(arch, len(classes), size, tensors)
+    mean = tuple(float(v) for v in overrides.get("mean") or (0.0,))
+    std = tuple(float(v) for v in overrides.get("std") or (1.0,))
+    if len(mean) not in (1, channels) or len(std) not in (1, channels) or min(std) <= 0:
+        raise UsageError(f"--mean/--std need 1 or {channels} values and std > 0, got {list(mean)} / {list(std)}")
+    return ModelSpec(arch=arch, classes=classes, in_channels=channels, input_size=size, mean=mean, std=std)
+
+
+def _first_conv_channels(arch: str, num_classes: int, size: int, tensors: Mapping[str, torch.Tensor]) -> int:
+    """Input channels of a plain state dict: those of the architecture's first conv weight (1 if none)."""
+    try:
+        probe = build_network(arch, num_classes=num_classes, in_channels=1, input_size=size).model.state_dict()
+    except UsageError:
+        return 1
+    first = next((k for k, v in probe.items() if v.dim() == 4), None)
+    t = tensors.get(first) if first else None
+    return int(t.shape[1]) if t is not None and t.dim() == 4 else 1
 
 
 def read_spec(path: str | Path) -> tuple[ModelSpec, dict[str, str]]:

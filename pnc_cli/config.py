@@ -85,3 +85,62 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, strict: bool = True) -> TrainConfig:
         return _from_dict(cls, data, strict=strict)
+
+
+SELECT_BY = ("loss", "val_acc")
+MASK_PENALTIES = ("params", "channels")
+
+
+@dataclass(frozen=True)
+class CloneConfig:
+    """Training of adapter A, selector M and head F_c (method spec §4-5).
+
+    Loss: L_cls + alpha·L_loc + beta·L_ins + gamma·‖M‖₁ (defaults from benchmarks/bench_clone.py).
+    """
+
+    epochs: int = 10
+    lr: float = 3e-3
+    mask_lr: float = 5e-2
+    batch_size: int = 64
+    alpha: float = 0.01
+    beta: float = 0.01
+    gamma: float = 0.05
+    mask_penalty: str = "params"
+    temperature: float = 1.0
+    init_score: float = 3.0
+    finetune_epochs: int = 1
+    loc_samples: int = 8
+    loc_masks: int = 8
+    fraction: float = 0.3
+    val_fraction: float = 0.2
+    select_by: str = "loss"
+    seed: int = DEFAULT_SEED
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.lr <= 0 or self.mask_lr <= 0:
+            raise ConfigError("learning rates must be positive")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if min(self.alpha, self.beta, self.gamma) < 0:
+            raise ConfigError("loss weights alpha, beta, gamma must be >= 0")
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be positive, got {self.temperature}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.select_by not in SELECT_BY:
+            raise ConfigError(f"--select-by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
+        if self.mask_penalty not in MASK_PENALTIES:
+            raise ConfigError(f"--mask-penalty must be one of {', '.join(MASK_PENALTIES)}, got {self.mask_penalty!r}")
+        if self.finetune_epochs < 0:
+            raise ConfigError("--finetune-epochs must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, strict: bool = True) -> CloneConfig:
+        return _from_dict(cls, data, strict=strict)

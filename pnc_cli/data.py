@@ -118,14 +118,18 @@ def _read_npz(path: Path) -> tuple[np.ndarray, list[str]]:
                 raise DataError(f"{path}: .npz needs arrays 'x' and 'y' (found {', '.join(sorted(keys))})")
             x, y = z[xk], z[yk]
             classes = [str(c) for c in z["classes"].tolist()] if "classes" in keys else None
+    except DataError:
+        raise
     except (ValueError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read .npz ({exc}); it must hold arrays x, y (no pickled objects)") from None
     return _labels(x, y, classes, path)
 
 
 def _labels(x: Any, y: Any, classes: list[str] | None, source: Path) -> tuple[np.ndarray, list[str]]:
-    y = np.asarray(y)
+    y = np.asarray(y).reshape(-1)
     if y.dtype.kind in "iu":
+        if classes and len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise DataError(f"{source}: integer labels must index the {len(classes)} class names (0..{len(classes) - 1})")
         names = [classes[i] if classes else str(i) for i in y.tolist()]
     else:
         names = [str(v) for v in y.tolist()]
@@ -146,14 +150,21 @@ def _read_st(path: Path) -> tuple[np.ndarray, list[str]]:
 def _read_folder(path: Path) -> tuple[np.ndarray, list[str]]:
     from PIL import Image
 
-    dirs = sorted(d for d in path.iterdir() if d.is_dir())
-    files = [(f, d.name) for d in dirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [
+        (f, d.name)
+        for d in dirs
+        for f in sorted(d.iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+    ]
     if not files:
         raise DataError(f"{path}: no images found; an ImageFolder holds one sub-directory of images per class")
     pics = []
     for f, _ in files:
         try:
-            pics.append(Image.open(f))
+            with Image.open(f) as im:  # load now and close: thousands of lazily open files exhaust descriptors
+                im.load()
+                pics.append(im.copy())
         except OSError:
             raise DataError(f"{f}: cannot read image; remove or fix it") from None
     mode = "L" if all(p.mode in ("L", "1", "I;16", "I") for p in pics) else "RGB"
@@ -198,13 +209,19 @@ def parse_classes(spec: str | list[str] | None, available: list[str] | None = No
     out: list[str] = []
     for item in items:
         lo, sep, hi = item.partition("-")
-        if sep and lo and hi:
+        if available is not None and item in available:
+            names = [item]  # a class name that contains a hyphen, e.g. "t-shirt"
+        elif sep and lo and hi:
             if not (lo.isdigit() and hi.isdigit()):
                 raise DataError(f"--classes range {item!r} needs integer class names; list names with commas")
+            if int(lo) > int(hi):
+                raise DataError(f"--classes range {item!r} is empty; write the smaller number first")
             names = [str(i) for i in range(int(lo), int(hi) + 1)]
         else:
             names = [item]
         out.extend(n for n in names if n not in out)
+    if not out:
+        raise DataError(f"--classes {spec!r} selects no classes; give names or ranges such as 0-4 or 3,5,cat")
     if available is not None:
         unknown = [n for n in out if n not in available]
         if unknown:

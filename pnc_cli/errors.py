@@ -31,6 +31,10 @@ class CheckpointError(UsageError):
     """A model, surrogate or delta file is missing, corrupt or lacks what pnc needs."""
 
 
+class DeltaFormatError(CheckpointError):
+    """A delta or cloned-model file that breaks docs/delta-format.md: newer version, missing keys, bad names."""
+
+
 class DataError(UsageError):
     """Data that cannot be used: missing classes, empty selection, NaN pixels."""
 

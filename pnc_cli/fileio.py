@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +98,23 @@ def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) 
     return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
 
 
-def check_output(path: str | Path, *, force: bool) -> Path:
-    """Refuse an existing output without ``force`` and an output directory that is not writable."""
+def check_output(path: str | Path, *, force: bool, inputs: Iterable[str | Path] = ()) -> Path:
+    """Refuse an existing output without ``force``, an output that is one of the command's ``inputs``
+    (inputs are never modified), and an output directory that is missing or not writable."""
     out = Path(path)
-    if out.exists() and not force:
-        raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
-    if out.exists() and out.is_dir():
+    if out.is_dir():
         raise UsageError(f"output {out} is a directory; give a file name")
+    if out.exists():
+        for inp in inputs:
+            if Path(inp).exists() and os.path.samefile(out, inp):
+                raise UsageError(
+                    f"output {out} is also an input; inputs are never modified, choose another -o"
+                )
+        if not force:
+            raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
     parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"output directory {parent} is not a directory; choose another -o")
     if not parent.is_dir():
         raise UsageError(f"output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
@@ -112,7 +122,15 @@ def check_output(path: str | Path, *, force: bool) -> Path:
     return out
 
 
+def _default_mode() -> int:
+    """Permissions of a newly created file under the current umask (mkstemp would give 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, force: bool = False) -> Path:
+    """Write ``data`` to a temporary file next to ``path``, then rename it into place (never half-written)."""
     out = check_output(path, force=force)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
@@ -120,6 +138,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, force: bool = False) ->
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -138,6 +157,48 @@ def write_safetensors(
     return atomic_write_bytes(path, serialize(tensors, metadata), force=force)
 
 
+# Bytes per element of every safetensors dtype this reader accepts (sub-byte float types excluded).
+_ITEMSIZE = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+    "C64": 8,
+}
+
+
+def _check_entry(p: Path, name: str, entry: Any) -> int:
+    """Validate one header entry (dtype, shape, offsets); return its end offset."""
+    try:
+        start, stop = entry["data_offsets"]
+        shape, dtype = entry["shape"], entry["dtype"]
+        ok = (
+            dtype in _ITEMSIZE
+            and isinstance(shape, list)
+            and all(isinstance(d, int) and d >= 0 for d in shape)
+            and isinstance(start, int)
+            and isinstance(stop, int)
+            and 0 <= start <= stop
+            and stop - start == math.prod(shape) * _ITEMSIZE[dtype]
+        )
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{p}: corrupt safetensors entry for tensor {name!r}; re-create the file")
+    return stop
+
+
 def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Read a safetensors header without loading tensors; returns (tensor entries, metadata).
 
@@ -152,10 +213,14 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     with open(p, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CheckpointError(f"{p}: not a safetensors file (only {size} bytes); re-create or re-download it")
+            raise CheckpointError(
+                f"{p}: not a safetensors file (only {size} bytes); re-create or re-download it"
+            )
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise CheckpointError(f"{p}: not a safetensors file (bad header length); re-create or re-download it")
+            raise CheckpointError(
+                f"{p}: not a safetensors file (bad header length); re-create or re-download it"
+            )
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
@@ -164,16 +229,16 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     if not isinstance(header, dict):
         raise CheckpointError(f"{p}: not a safetensors file (header is not an object)")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{p}: corrupt safetensors metadata (must map strings to strings)")
     data_len = size - 8 - n
     end = 0
     for name, entry in header.items():
-        try:
-            start, stop = entry["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise CheckpointError(f"{p}: corrupt safetensors entry for tensor {name!r}") from None
-        end = max(end, stop)
+        end = max(end, _check_entry(p, name, entry))
     if end > data_len:
-        raise CheckpointError(f"{p}: truncated file ({data_len} data bytes, header needs {end}); re-create it")
+        raise CheckpointError(
+            f"{p}: truncated file ({data_len} data bytes, header needs {end}); re-create it"
+        )
     return header, dict(metadata)
 
 
@@ -200,4 +265,6 @@ def parse_json_meta(metadata: Mapping[str, str], key: str, path: str | Path, def
     try:
         return json.loads(metadata[key])
     except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: metadata key {key!r} is not valid JSON; the file is corrupt") from None
+        raise CheckpointError(
+            f"{path}: metadata key {key!r} is not valid JSON; the file is corrupt"
+        ) from None

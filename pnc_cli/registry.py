@@ -11,6 +11,8 @@ classifier, must equal ``model(x)`` exactly. Custom architectures use the same p
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,16 +62,46 @@ def get_architecture(name: str) -> ArchInfo:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if ":" in name:
-        module_name, _, fn_name = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module_name), fn_name)
-        except (ImportError, AttributeError) as exc:
-            raise UnknownArchitectureError(
-                f"custom architecture {name!r} cannot be imported ({exc}); check PYTHONPATH"
-            ) from None
-        return ArchInfo(name, fn, -1, f"custom architecture {name}")
+        return _custom_architecture(name)
     known = ", ".join(sorted(_REGISTRY))
     raise UnknownArchitectureError(f"unknown architecture {name!r}; known: {known} (or package.module:function)")
+
+
+def _custom_architecture(name: str) -> ArchInfo:
+    """Import ``package.module:function`` from PYTHONPATH or the current directory."""
+    module_name, _, fn_name = name.partition(":")
+    if not module_name or not fn_name:
+        raise UnknownArchitectureError(f"custom architecture {name!r} must be written package.module:function")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)  # after site-packages: a local file never shadows an installed package
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownArchitectureError(
+            f"custom architecture {name!r} cannot be imported ({exc}); check PYTHONPATH"
+        ) from None
+    if not callable(fn):
+        raise UnknownArchitectureError(f"custom architecture {name!r} is not a function")
+    return ArchInfo(name, fn, -1, f"custom architecture {name}")
+
+
+def _check_built(arch: str, built: Any) -> Built:
+    """The builder protocol: ``(model, blocks, classifier)``, all ``nn.Module``, at least one block."""
+    ok = isinstance(built, tuple | list) and len(built) == 3
+    if ok:
+        model, blocks, classifier = built
+        ok = (
+            isinstance(model, nn.Module)
+            and isinstance(classifier, nn.Module)
+            and isinstance(blocks, Sequence | nn.ModuleList)
+            and all(isinstance(b, nn.Module) for b in blocks)
+        )
+    if not ok:
+        raise UsageError(
+            f"architecture {arch!r} must return (model, blocks, classifier) as nn.Modules; see docs/architectures.md"
+        )
+    return built[0], list(built[1]), built[2]
 
 
 @dataclass
@@ -166,9 +198,10 @@ def build_network(
     kwargs = dict(arch_kwargs or {})
     size = input_size or info.default_input_size
     try:
-        model, blocks, classifier = info.builder(num_classes, in_channels, size, **kwargs)
+        built = info.builder(num_classes, in_channels, size, **kwargs)
     except TypeError as exc:
         raise UsageError(f"cannot build architecture {arch!r} with options {kwargs}: {exc}") from None
+    model, blocks, classifier = _check_built(arch, built)
     if info.num_blocks > 0 and len(blocks) != info.num_blocks:
         raise AssertionError(f"{arch} returned {len(blocks)} blocks, registered {info.num_blocks}")
     if not blocks:

@@ -100,6 +100,7 @@ class ChannelSelector(nn.Module):
                 for n, m in layers.items()
             }
         )
+        self._row_cost = {n: float(m.weight[0].numel() + (1 if m.bias is not None else 0)) for n, m in layers.items()}
         self._hard: dict[str, torch.Tensor] | None = None
         self._handles: list[RemovableHandle] = []
         for name, layer in layers.items():
@@ -126,9 +127,21 @@ class ChannelSelector(nn.Module):
             return self._hard[name].to(torch.float32)
         return self.soft_mask(name)
 
-    def penalty(self) -> torch.Tensor:
-        """Mean soft mask over all channels of all layers (L1 pressure; masks are >= 0)."""
-        return torch.cat([self.soft_mask(n) for n in self.names]).mean()
+    def penalty(self, weighting: str = "channels") -> torch.Tensor:
+        """L1 pressure on the soft masks (masks are >= 0).
+
+        ``"channels"``: the mean soft mask over all channels of all layers. ``"params"``: each channel
+        weighted by the parameters its filter carries (weight row + bias), so the value is the expected
+        fraction of the module's maskable parameters that is kept — pressure where the bytes are.
+        """
+        masks = [self.soft_mask(n) for n in self.names]
+        if weighting == "channels":
+            return torch.cat(masks).mean()
+        if weighting != "params":
+            raise ConfigError(f"unknown mask penalty weighting {weighting!r}; use channels or params")
+        kept = sum((m.sum() * self._row_cost[n] for n, m in zip(self.names, masks, strict=True)), torch.zeros(()))
+        total = sum(self._row_cost[n] * m.numel() for n, m in zip(self.names, masks, strict=True))
+        return kept / total
 
     def _threshold_masks(self, threshold: float) -> dict[str, torch.Tensor]:
         masks = {}

@@ -67,6 +67,34 @@ def fit_classifier(
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(
+    module: nn.Module, forward: Forward, images: torch.Tensor, *, batch_size: int = 512, device: torch.device | None = None
+) -> None:
+    """Re-estimate BatchNorm running statistics with the final weights (one pass, cumulative average).
+
+    During a short training run the running statistics trail weights that are still moving, so a
+    model that is right in train mode can predict one class in eval mode. Only for a network being
+    trained from scratch: never call it on a frozen target.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return
+    device = device or torch.device("cpu")
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the pass
+    module.train()
+    try:
+        for chunk in images.split(batch_size):
+            forward(chunk.to(device))
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        module.eval()
+
+
+@torch.no_grad()
 def predict_logits(forward: Forward, images: torch.Tensor, *, batch_size: int = 512, device: torch.device | None = None) -> torch.Tensor:
     """Logits for all images, in batches, without gradients (caller sets eval mode)."""
     device = device or torch.device("cpu")

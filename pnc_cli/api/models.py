@@ -6,6 +6,7 @@ renders. No typer, no rich, no printing.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,18 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..architectures import get_architecture, list_architectures
 from ..checkpoint import ModelSpec, build_from_spec, load_model, save_model
 from ..config import TrainConfig
-from ..data import ImageSet, conform, conform_set, load_data, parse_classes, read_raw
+from ..data import BUILTINS, ImageSet, conform, conform_set, load_data, parse_classes, read_raw
 from ..device import resolve_device, seed_everything
 from ..errors import DataError, UsageError
 from ..fileio import check_output, read_header
-from ..progress import NullProgress, Progress
-from ..architectures import get_architecture, list_architectures
-from ..training import accuracy, fit_classifier, per_class_accuracy, predict_logits
+from ..progress import Progress
+from ..training import accuracy, fit_classifier, per_class_accuracy, predict_logits, recalibrate_batchnorm
 
 MIN_NATIVE_SIZE = 16
+log = logging.getLogger(__name__)
 
 
 def list_archs() -> list[dict[str, Any]]:
@@ -64,7 +66,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train a base classifier on the train split and save it; report test accuracy."""
     config = config or TrainConfig()
-    out = check_output(output, force=force)
+    out = check_output(output, force=force, inputs=[data])
     get_architecture(arch)
     dev = resolve_device(device)
     train = load_data(data, classes=classes, split="train", fraction=fraction, split_seed=split_seed)
@@ -77,6 +79,7 @@ def train_model(
     seed_everything(config.seed)
     net = build_from_spec(spec).to(dev)
     result = fit_classifier(net.model, net, train.images, train.labels, config, device=dev, progress=progress)
+    recalibrate_batchnorm(net.model, net, train.images, batch_size=config.batch_size, device=dev)
     test_pred = predict_logits(net, test.images, device=dev).argmax(1)
     test_acc = accuracy(test_pred, test.labels)
     training = {
@@ -185,7 +188,7 @@ def predict_images(*, model: str | Path, images: list[str], top: int = 3, device
 def file_info(path: str | Path) -> dict[str, Any]:
     """Header-only summary of any pnc file (model, cloned model, delta, surrogate, search)."""
     header, meta = read_header(path)
-    num_params = sum(math.prod(e.get("shape", [])) for e in header.values())
+    num_values = sum(math.prod(e.get("shape", [])) for e in header.values())
     info: dict[str, Any] = {
         "path": str(path),
         "kind": meta.get("pnc.kind", "model" if "pnc.arch" in meta else "plain"),
@@ -193,7 +196,8 @@ def file_info(path: str | Path) -> dict[str, Any]:
         "writer": meta.get("pnc.writer"),
         "sha256": meta.get("pnc.sha256"),
         "num_tensors": len(header),
-        "num_params": num_params,
+        "num_params": _num_params(header, meta, path),
+        "num_values": num_values,
         "file_bytes": Path(path).stat().st_size,
     }
     if "pnc.arch" in meta:
@@ -210,17 +214,59 @@ def file_info(path: str | Path) -> dict[str, Any]:
     return info
 
 
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _num_params(header: dict[str, Any], meta: dict[str, str], path: str | Path) -> int:
+    """Learnable parameters (as ``train`` reports them): buffers such as BatchNorm statistics excluded.
+
+    For a model file the architecture is built (random weights, nothing read from the file) to tell
+    parameters from buffers; otherwise names ending in BatchNorm buffer names are left out.
+    """
+    names = set(header)
+    if meta.get("pnc.kind", "model") == "model" and "pnc.arch" in meta:
+        try:
+            net = build_from_spec(ModelSpec.from_metadata(meta, path))
+            names = {n for n, _ in net.model.named_parameters()} & set(header)
+        except Exception:  # an architecture that cannot be built here: fall back to names
+            names = {n for n in header if not n.endswith(_BUFFER_SUFFIXES)}
+    else:
+        names = {n for n in header if not n.endswith(_BUFFER_SUFFIXES)}
+    return sum(math.prod(header[n].get("shape", [])) for n in names)
+
+
 def pnc_version() -> str:
     return __version__
 
 
 def import_model(
     *, file: str | Path, arch: str, classes: str, output: str | Path, in_channels: int | None = None,
-    input_size: int | None = None, force: bool = False,
+    input_size: int | None = None, mean: list[float] | None = None, std: list[float] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Convert a plain state dict into a pnc model file (exact key/shape match required)."""
-    out = check_output(output, force=force)
+    """Convert a plain state dict into a pnc model file (exact key/shape match required).
+
+    ``mean``/``std`` are the per-channel normalisation the model was trained with (default 0 and 1:
+    images in [0, 1] enter the model unchanged).
+    """
+    out = check_output(output, force=force, inputs=[file])
     names = parse_classes(classes) or []
-    loaded = load_model(file, arch=arch, classes=names, in_channels=in_channels, input_size=input_size)
+    loaded = load_model(
+        file, arch=arch, classes=names, in_channels=in_channels, input_size=input_size, mean=mean, std=std
+    )
     sha = save_model(out, loaded.network, loaded.spec, force=force)
     return {"output": str(out), "arch": arch, "classes": names, "sha256": sha, "num_params": loaded.network.num_params()}
+
+
+def recorded_data(model: Any, role: str, *, required: bool = True) -> str | None:
+    """The training data a model file records, when it is a built-in name or a path that still exists."""
+    training = model.spec.training or {}
+    name = training.get("data")
+    if name and (name in BUILTINS or Path(name).exists()):
+        log.info("using the %s's recorded training data: %s", role, name)
+        return str(name)
+    if required:
+        why = f"its recorded data {name!r} is not available" if name else "it records no training data"
+        raise UsageError(f"{role} {model.path}: {why}; pass --data")
+    log.warning("%s %s records no usable training data; training without target-domain samples (pass --target-data)", role, model.path)
+    return None

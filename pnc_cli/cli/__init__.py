@@ -6,13 +6,12 @@ checkpoint, 130 interrupted (docs/errors.md).
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
 from .. import __version__
-from . import models
+from . import _console, clone, deltas, models, rank, surrogate
 
 app = typer.Typer(
     name="pnc",
@@ -34,11 +33,14 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set PNC_DEBUG=1).")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    if debug:
-        os.environ["PNC_DEBUG"] = "1"
+    _console.set_debug(debug)
 
 
 models.register(app)
+surrogate.register(app)
+clone.register(app)
+deltas.register(app)
+rank.register(app)
 
 
 def main() -> None:

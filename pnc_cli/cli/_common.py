@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from ..config import DEFAULT_SEED
@@ -46,7 +47,7 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.error("interrupted; nothing was written")
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, click.ClickException):
             raise
         except Exception as exc:  # unexpected: a bug or an environment problem
             if console.debug_enabled():

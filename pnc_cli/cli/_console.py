@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
@@ -26,8 +27,17 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+_debug_flag = False
+
+
+def set_debug(on: bool) -> None:
+    """``--debug`` for this invocation only (the root callback sets it on every run)."""
+    global _debug_flag
+    _debug_flag = on
+
+
 def debug_enabled() -> bool:
-    return os.environ.get("PNC_DEBUG", "") not in ("", "0")
+    return _debug_flag or os.environ.get("PNC_DEBUG", "") not in ("", "0")
 
 
 def _clean(value: Any) -> Any:
@@ -46,7 +56,7 @@ def print_json(doc: Any) -> None:
 
 
 def error(message: str) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
 def note(message: str, *, quiet: bool = False) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from .. import api
 from ..config import TrainConfig
+from ..errors import UsageError
 from . import _console as console
 from ._common import (
     DEFAULT_DEVICE,
@@ -40,12 +41,21 @@ def _arch_kwargs(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"--arch-arg {item!r} must be KEY=VALUE")
+            raise UsageError(f"--arch-arg {item!r} must be KEY=VALUE, e.g. --arch-arg width=16")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} {text!r} must be comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -164,12 +174,15 @@ def import_model(
     output: OutOpt,
     in_channels: Annotated[int | None, typer.Option(help="Input channels (default: from the first conv).")] = None,
     input_size: Annotated[int | None, typer.Option(help="Input size (default: the architecture's).")] = None,
+    mean: Annotated[str | None, typer.Option(help="Per-channel normalisation mean, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel normalisation std, e.g. 0.229,0.224,0.225.")] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False, seed: SeedOpt = SEED, device: DeviceOpt = DEFAULT_DEVICE, quiet: QuietOpt = False,
 ) -> None:
     """Turn a plain state dict into a pnc model file (keys and shapes must match --arch exactly)."""
     doc = api.import_model(file=file, arch=arch, classes=classes, output=output, in_channels=in_channels,
-                           input_size=input_size, force=force)
+                           input_size=input_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                           force=force)
     if json_out:
         console.print_json(doc)
         return

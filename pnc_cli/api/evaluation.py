@@ -1,0 +1,41 @@
+"""Evaluation and prediction for cloned models (target + deltas): method spec §7 metrics.
+
+Layer L4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..data import ImageSet
+from ..device import resolve_device
+from ..metrics import cloning_metrics
+from ..training import accuracy, per_class_accuracy, predict_logits
+from .branches import load_cloned
+
+
+def evaluate_cloned(*, model: str | Path, data: str, classes: str | None, split: str, split_seed: int, device: str,
+                    eval_data: Any) -> dict[str, Any]:
+    """Accuracy per class plus Ori/Tar/Avg Acc, locality and the extra-params ratio of a cloned model.
+
+    ``eval_data(spec, data, classes, split, split_seed) -> ImageSet`` selects and conforms the data.
+    """
+    cloned, spec, cf = load_cloned(model)
+    all_classes = cloned.classes
+    ds: ImageSet = eval_data(replace(spec, classes=tuple(all_classes)), data, classes, split, split_seed)
+    dev = resolve_device(device)
+    cloned.to_device(dev)
+    pred = predict_logits(cloned, ds.images, device=dev).argmax(1)
+    target_pred = predict_logits(cloned.target, ds.images, device=dev).argmax(1)
+    m = cloning_metrics(pred, ds.labels, spec.num_classes, target_pred=target_pred)
+    extra = sum(d.num_params for d in cf.deltas)
+    target_params = cloned.target.num_params()
+    return {
+        "model": str(model), "data": data, "split": split, "num_samples": len(ds), "kind": "cloned",
+        "deltas": [d.name for d in cf.deltas], "classes": all_classes,
+        "accuracy": accuracy(pred, ds.labels), "per_class": per_class_accuracy(pred, ds.labels, all_classes),
+        "ori_acc": m["ori_acc"], "tar_acc": m["tar_acc"], "avg_acc": m["avg_acc"], "mean_acc": m["mean_acc"],
+        "locality": m.get("locality"), "extra_params": extra, "extra_params_ratio": extra / target_params,
+    }

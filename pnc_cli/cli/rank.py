@@ -1,0 +1,155 @@
+"""Command ``pnc rank-sources`` (method spec §6, seed Eq. 6-8).
+
+Layer L5: options → SurrogateConfig → ``pnc_cli.api.ranking`` → table or --json. Exit 1 when a
+source is ineligible (after the table / JSON is printed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..api import ranking
+from ..config import CloneConfig, SurrogateConfig
+from ..errors import UsageError
+from ..ranking import COLUMN_MODES
+from . import _console as console
+from ._common import (
+    DEFAULT_DEVICE,
+    SEED,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    SplitSeedOpt,
+    handle_errors,
+    progress,
+)
+
+S = SurrogateConfig()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rank-sources")(rank_sources)
+
+
+def _render(doc: dict[str, Any]) -> None:
+    rows = [
+        (
+            r["rank"] if r["rank"] is not None else "-",
+            r["source"],
+            r["score"] if r["score"] is not None else "-",
+            r["arch"],
+            r["params"],
+            f"{r['seconds']:.2f}" + (" (cached)" if r["cached"] else ""),
+            r["reason"] or "",
+        )
+        for r in doc["ranking"]
+    ]
+    title = (
+        f"sources for classes {','.join(doc['classes'])} → {doc['target']['path']} "
+        f"({doc['samples']} samples × {doc['masks']} masks, grid {doc['grid']}, columns {doc['columns']}, "
+        f"seed {doc['seed']})"
+    )
+    console.table(title, ["rank", "source", "score", "arch", "params", "time s", "ineligible because"], rows)
+
+
+@handle_errors
+def rank_sources(
+    sources: Annotated[
+        list[Path], typer.Argument(help="Candidate source models (.safetensors).", show_default=False)
+    ],
+    target: Annotated[Path, typer.Option("--target", "-t", help="Target model (.safetensors).")],
+    classes: Annotated[
+        str,
+        typer.Option("--classes", "-c", help="Classes to clone, as the sources name them, e.g. 5 or 5-9."),
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Data holding those classes: digits, mnist5k, an ImageFolder dir, .npz or .safetensors.",
+        ),
+    ],
+    surrogates_dir: Annotated[
+        Path | None, typer.Option(help="Reuse / store the local model sets here (one file per model).")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Samples of the classes (D_t).")] = S.samples,
+    masks: Annotated[int, typer.Option(help="Masks |B| per sample.")] = S.masks,
+    grid: Annotated[int, typer.Option(help="Patches per side H.")] = S.grid,
+    masking_rate: Annotated[float, typer.Option(help="Probability that a patch is off.")] = S.masking_rate,
+    columns: Annotated[
+        str, typer.Option(help="Source columns compared: 'all' (seed Eq. 7) or 'cloned' (only --classes).")
+    ] = "all",
+    split: Annotated[str, typer.Option(help="Split the samples come from: train, test or all.")] = "train",
+    clone_best: Annotated[
+        bool, typer.Option("--clone-best", help="Go on to pnc clone with the best source (needs -o).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Delta file written by --clone-best.")
+    ] = None,
+    position: Annotated[str, typer.Option(help="--clone-best: 'auto' or a block index R.")] = "auto",
+    clone_epochs: Annotated[
+        int, typer.Option(help="--clone-best: epochs per position.")
+    ] = CloneConfig.epochs,
+    split_seed: SplitSeedOpt = 0,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+    seed: SeedOpt = SEED,
+    device: DeviceOpt = DEFAULT_DEVICE,
+    quiet: QuietOpt = False,
+) -> None:
+    """Rank candidate sources for cloning classes into a target by local-model-set similarity (seed Eq. 7)."""
+    if columns not in COLUMN_MODES:
+        raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
+    if clone_best and output is None:
+        raise UsageError("--clone-best needs -o delta.safetensors")
+    if output is not None and not clone_best:
+        raise UsageError("-o is only used with --clone-best")
+    config = SurrogateConfig(samples=samples, masks=masks, grid=grid, masking_rate=masking_rate, seed=seed)
+    common: dict[str, Any] = {
+        "target": target,
+        "sources": list(sources),
+        "classes": classes,
+        "data": data,
+        "split": split,
+        "split_seed": split_seed,
+        "config": config,
+        "surrogates_dir": surrogates_dir,
+        "columns": columns,
+        "device": device,
+        "progress": progress(quiet),
+    }
+    if clone_best:
+        assert output is not None
+        clone_kwargs = {
+            "position": position,
+            "config": CloneConfig(epochs=clone_epochs, seed=seed),
+            "split_seed": split_seed,
+        }
+        doc = ranking.rank_and_clone(output=output, force=force, clone_kwargs=clone_kwargs, **common)
+    else:
+        doc = ranking.rank_sources(**common)
+    if json_out:
+        console.print_json(doc)
+    else:
+        _render(doc)
+        if "clone" in doc:
+            c = doc["clone"]
+            console.key_values(
+                f"cloned {','.join(c['classes'])} from {c['source']} → {c['output']}",
+                [
+                    ("R*", c["position"]),
+                    ("Ori Acc %", console.pct(c["ori_acc"])),
+                    ("Tar Acc %", console.pct(c["tar_acc"])),
+                    ("Avg Acc %", console.pct(c["avg_acc"])),
+                    ("seconds", f"{c['seconds']:.1f}"),
+                ],
+            )
+    if doc["failed"]:
+        console.note(f"{doc['failed']} source(s) ineligible; see the reasons above", quiet=quiet)
+        raise typer.Exit(1)

@@ -1,0 +1,182 @@
+"""Training one branch: adapter A, selector M and head F_c on a frozen source and target (method spec §4).
+
+Layer L3 (torch). Loss: L_cls + α·L_loc + β·L_ins + γ·‖M‖₁ where
+- L_cls: cross-entropy of M_c over C_t ∪ C_f on the training data (cloned classes carry their label,
+  target-domain samples carry the target's own prediction);
+- L_loc: Π_b-weighted squared error between the masked source path M_s^[0:R_s] ∘ M_f ∘ F_c on b·x_i
+  and the local model g_i(b) restricted to C_f;
+- L_ins: the same for M_c's new-class logits z_f;
+- ‖M‖₁: mean soft mask (pressure towards fewer kept filters).
+After ``epochs`` the mask is binarised, the adapter and head are fine-tuned with the hard mask for
+``finetune_epochs``, and the dropped filters are zeroed in the branch's own copy of the source blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .cloned_model import ClonedModel
+from .config import CloneConfig
+from .errors import RuntimeFailure
+from .progress import NullProgress, Progress
+from .registry import Network
+from .selector import ChannelSelector, slice_state, unslice_state
+from .surrogate import SurrogateResult, perturb
+
+
+@dataclass(frozen=True)
+class LocalTargets:
+    """The local model set restricted to the cloned classes, with the images it was fitted on."""
+
+    images: torch.Tensor  # [N, C, H, W] in [0, 1]
+    surrogate: SurrogateResult
+    columns: list[int]  # source class indices of C_f
+
+    def batch(self, k_samples: int, k_masks: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Perturbed images [k·m, C, H, W], targets g_i(b) [k·m, |C_f|] and weights Π_b [k·m]."""
+        s = self.surrogate
+        si = torch.randint(len(self.images), (k_samples,), generator=g)
+        bi = torch.randint(len(s.masks), (k_masks,), generator=g)
+        masks = s.masks[bi]
+        x = perturb(self.images[si], masks, s.config.grid).flatten(0, 1)
+        cols = torch.tensor(self.columns)
+        theta = s.theta[si][:, :, cols]  # [k, P, |C_f|]
+        target = torch.einsum("mp,kpc->kmc", masks, theta) + s.intercept[si][:, None, cols]
+        w = s.weights[bi].expand(k_samples, -1)
+        return x, target.flatten(0, 1), w.flatten()
+
+
+@dataclass
+class BranchTrainResult:
+    position: int
+    source_position: int
+    epoch_losses: list[float] = field(default_factory=list)
+    components: dict[str, float] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept_fraction: float = 1.0
+
+    @property
+    def final_loss(self) -> float:
+        return self.epoch_losses[-1] if self.epoch_losses else float("nan")
+
+
+def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (weights * (pred - target).pow(2).mean(dim=1)).sum() / weights.sum().clamp_min(1e-12)
+
+
+class _Step:
+    """One optimisation step's losses for a branch (shared by the main and fine-tune phases)."""
+
+    def __init__(self, cloned: ClonedModel, name: str, source: Network, local: LocalTargets | None, config: CloneConfig) -> None:
+        self.cloned, self.name, self.source, self.local, self.config = cloned, name, source, local, config
+        self.branch = cloned.branches[name]
+        self.offset = len(cloned.classes) - len(self.branch.classes)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+        out = {"cls": F.cross_entropy(self.cloned(x), y)}
+        c = self.config
+        if self.local is not None and (c.alpha > 0 or c.beta > 0):
+            xb, target, w = (t.to(device) for t in self.local.batch(c.loc_samples, c.loc_masks, g))
+            br = self.branch
+            if c.alpha > 0:
+                with torch.no_grad():
+                    h_src = self.source.features(xb, br.source_position)
+                out["loc"] = _weighted_mse(br.source_logits(h_src), target, w)
+            if c.beta > 0:
+                with torch.no_grad():
+                    h_t = self.cloned.target.features(xb, br.position)
+                out["ins"] = _weighted_mse(br(h_t), target, w)
+        return out
+
+    def total(self, parts: dict[str, torch.Tensor], mask_penalty: torch.Tensor | None) -> torch.Tensor:
+        c = self.config
+        loss = parts["cls"] + c.alpha * parts.get("loc", 0.0) + c.beta * parts.get("ins", 0.0)
+        if mask_penalty is not None:
+            loss = loss + c.gamma * mask_penalty
+        return loss
+
+
+def _run_epochs(
+    step: _Step, opt: torch.optim.Optimizer, selector: ChannelSelector | None, images: torch.Tensor, labels: torch.Tensor,
+    epochs: int, g: torch.Generator, device: torch.device, progress: Progress,
+) -> tuple[list[float], dict[str, float]]:
+    bs = step.config.batch_size
+    losses: list[float] = []
+    comps: dict[str, float] = {}
+    for _ in range(epochs):
+        sums: dict[str, float] = {}
+        total_sum, n = 0.0, 0
+        for idx in torch.randperm(len(labels), generator=g).split(bs):
+            x, y = images[idx].to(device), labels[idx].to(device)
+            parts = step.losses(x, y, g, device)
+            penalty = selector.penalty(step.config.mask_penalty) if selector is not None and not selector.is_hard else None
+            loss = step.total(parts, penalty)
+            if not torch.isfinite(loss):
+                raise RuntimeFailure("cloning diverged (non-finite loss); lower --lr or the loss weights")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_sum += (loss - step.config.gamma * penalty).item() * len(idx) if penalty is not None else loss.item() * len(idx)
+            n += len(idx)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * len(idx)
+            if penalty is not None:
+                sums["mask"] = sums.get("mask", 0.0) + penalty.item() * len(idx)
+        losses.append(total_sum / n)
+        comps = {k: v / n for k, v in sums.items()}
+        progress.advance(1, loss=losses[-1])
+    return losses, comps
+
+
+def train_branch(
+    cloned: ClonedModel,
+    name: str,
+    source: Network,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    local: LocalTargets | None,
+    config: CloneConfig,
+    *,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+) -> BranchTrainResult:
+    """Train branch ``name`` of ``cloned`` in place; returns the loss curve and the binary masks.
+
+    Only the branch's adapter, head, calibration and the selector scores receive gradients; the
+    target, the source and the branch's copy of the source blocks stay frozen (eval mode).
+    """
+    progress = progress or NullProgress()
+    device = device or torch.device("cpu")
+    g = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    branch = cloned.branches[name]
+    selector = ChannelSelector(branch.module, temperature=config.temperature, init_score=config.init_score).to(device)
+    trainable = [p for n, p in branch.named_parameters() if not n.startswith("module.")]
+    opt = torch.optim.Adam([{"params": trainable, "lr": config.lr}, {"params": selector.parameters(), "lr": config.mask_lr}])
+    step = _Step(cloned, name, source, local, config)
+    result = BranchTrainResult(branch.position, branch.source_position)
+    progress.start(f"train R={branch.position}", total=config.epochs + config.finetune_epochs)
+    cloned.train()
+    try:
+        result.epoch_losses, result.components = _run_epochs(step, opt, selector, images, labels, config.epochs, g, device, progress)
+        result.masks = {k: v.cpu() for k, v in selector.binarize().items()}
+        result.kept_fraction = selector.kept_fraction()
+        if config.finetune_epochs:
+            ft = torch.optim.Adam(trainable, lr=config.lr / 3)
+            _run_epochs(step, ft, selector, images, labels, config.finetune_epochs, g, device, progress)
+    finally:
+        selector.remove()
+        cloned.eval()
+        progress.finish()
+    bake_masks(branch.module, result.masks)
+    return result
+
+
+@torch.no_grad()
+def bake_masks(module: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the dropped output rows in place, so the module without hooks equals the hard-masked one."""
+    state = unslice_state(slice_state(module, masks), masks, module)
+    module.load_state_dict(state)

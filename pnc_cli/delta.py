@@ -1,0 +1,427 @@
+"""The delta file and the cloned-model file (docs/delta-format.md is normative).
+
+Layer L1 (torch, safetensors via ``fileio``, ``errors``). No ``nn.Module`` logic: this module only names,
+validates, writes and reads tensors and metadata. A *delta* holds one cloned branch of method spec §3
+(adapter ``A``, selector mask ``M``, head ``F_c``, calibration and, offline, the kept source filters);
+a *cloned* file holds a target's tensors unchanged plus one or more deltas under ``pnc_delta.<name>.``,
+and the target's original metadata verbatim, so removing every delta gives back the original bytes.
+
+Checks happen on the header before any tensor is loaded: kind, format version, required info keys and
+tensor names (``DeltaFormatError``, exit 2); after loading, recorded sha256 vs content
+(``VerificationError``, exit 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import CheckpointError, DeltaFormatError, VerificationError
+from .fileio import content_sha256, json_meta, read_header, read_safetensors, serialize, write_safetensors
+
+LOG = logging.getLogger(__name__)
+
+DELTA_FORMAT_VERSION = 1
+KIND_DELTA = "delta"
+KIND_CLONED = "cloned"
+TENSOR_PREFIXES = ("adapter.", "source.", "mask.", "head.", "calibration.")
+CLONED_PREFIX = "pnc_delta."
+# fmt: off
+REQUIRED_INFO = ("name", "target", "source", "classes", "source_class_index", "position", "adapter", "mode", "config", "seed")
+# fmt: on
+OPTIONAL_INFO = ("metrics", "extra_params", "search")
+MODES = ("offline", "online")
+POSITION_KEYS = ("target", "source", "target_blocks", "source_blocks")
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_+-]+")
+
+# metadata keys (the first four are shared with model files, see checkpoint.py)
+KEY_KIND = "pnc.kind"
+KEY_VERSION = "pnc.format_version"
+KEY_WRITER = "pnc.writer"
+KEY_SHA = "pnc.sha256"
+INFO_KEY_PREFIX = "pnc.delta."
+KEY_TARGET_METADATA = "pnc.target_metadata"
+KEY_TARGET_SHA = "pnc.target_sha256"
+KEY_TARGET_FILE_SHA = "pnc.target_file_sha256"
+KEY_DELTAS = "pnc.deltas"
+MODEL_VIEW_KEYS = ("pnc.arch", "pnc.arch_kwargs", "pnc.input", "pnc.normalization")
+
+
+def count_params(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Elements of float tensors that are not BatchNorm statistics (``BUFFER_SUFFIXES``): the "params"
+    of method spec §7 "Extra params", for deltas and targets alike."""
+    return sum(
+        t.numel() for k, t in tensors.items() if t.is_floating_point() and not k.endswith(BUFFER_SUFFIXES)
+    )
+
+
+@dataclass
+class DeltaFile:
+    """One cloned branch: tensors under ``TENSOR_PREFIXES`` plus its ``info`` (docs/delta-format.md)."""
+
+    name: str
+    tensors: dict[str, torch.Tensor]
+    info: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.info = {"name": self.name, **self.info}
+
+    @property
+    def sha256(self) -> str:
+        return content_sha256(self.tensors)
+
+    @property
+    def num_params(self) -> int:
+        """Parameters the delta adds (see :func:`count_params`; uint8 masks do not count)."""
+        return count_params(self.tensors)
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.info["classes"]]
+
+    @property
+    def mode(self) -> str:
+        return str(self.info["mode"])
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors under ``prefix`` (e.g. ``"source."``) with the prefix stripped."""
+        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Selector masks as bool tensors, keyed by layer name inside ``source blocks [R_s:]``."""
+        return {k: v.to(torch.bool) for k, v in self.group("mask.").items()}
+
+
+@dataclass
+class ClonedFile:
+    """A target's tensors and original metadata, plus the deltas stacked on it (in order)."""
+
+    target_tensors: dict[str, torch.Tensor]
+    target_metadata: dict[str, str]
+    target_file_sha256: str | None = None
+    deltas: list[DeltaFile] = field(default_factory=list)
+
+    @property
+    def target_sha256(self) -> str:
+        return content_sha256(self.target_tensors)
+
+    @property
+    def target_classes(self) -> list[str]:
+        if "pnc.classes" in self.target_metadata:
+            return [str(c) for c in json.loads(self.target_metadata["pnc.classes"])]
+        if self.deltas:
+            return [str(c) for c in self.deltas[0].info["target"].get("classes", [])]
+        return []
+
+    @property
+    def classes(self) -> list[str]:
+        """Target classes followed by each delta's classes: the cloned model's output order."""
+        return self.target_classes + [c for d in self.deltas for c in d.classes]
+
+    def delta(self, name: str) -> DeltaFile:
+        for d in self.deltas:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+# ------------------------------------------------------------------------------------- validation
+def _fail(where: object, what: str) -> DeltaFormatError:
+    return DeltaFormatError(f"{where}: {what}; see docs/delta-format.md")
+
+
+def check_tensor_names(names: Iterable[str], where: object) -> None:
+    bad = sorted(n for n in names if not any(n.startswith(p) and len(n) > len(p) for p in TENSOR_PREFIXES))
+    if bad:
+        raise _fail(
+            where,
+            f"unknown delta tensor names {', '.join(bad[:5])} (allowed prefixes: {', '.join(TENSOR_PREFIXES)})",
+        )
+
+
+def check_info_keys(info: Mapping[str, Any], where: object, *, strict: bool) -> None:
+    missing = [k for k in REQUIRED_INFO if k not in info]
+    if missing:
+        raise _fail(where, f"delta info lacks required keys {', '.join(missing)}")
+    unknown = sorted(set(info) - set(REQUIRED_INFO) - set(OPTIONAL_INFO))
+    if unknown and strict:
+        raise _fail(where, f"delta info has unknown keys {', '.join(unknown)}")
+
+
+def _require(cond: bool, where: object, what: str) -> None:
+    if not cond:
+        raise _fail(where, what)
+
+
+def _schema_problems(delta: DeltaFile) -> Iterator[str]:
+    """Problems of a delta with valid info keys, first one first (later checks rely on earlier ones)."""
+    info, pos, classes, index = (
+        delta.info,
+        delta.info["position"],
+        delta.info["classes"],
+        delta.info["source_class_index"],
+    )
+    if info["name"] != delta.name:
+        yield f"info name {info['name']!r} differs from delta name {delta.name!r}"
+    if info["mode"] not in MODES:
+        yield f"mode {info['mode']!r} must be one of {', '.join(MODES)}"
+    for side in ("target", "source"):
+        if not (isinstance(info[side], dict) and isinstance(info[side].get("sha256"), str)):
+            yield f"info.{side} needs a sha256"
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        yield "info.classes must be a non-empty list of class names"
+    if len(set(classes)) != len(classes):
+        yield "info.classes has duplicates"
+    if not (
+        isinstance(index, list) and len(index) == len(classes) and all(isinstance(i, int) for i in index)
+    ):
+        yield "info.source_class_index must list one integer per class"
+    if not (isinstance(pos, dict) and all(isinstance(pos.get(k), int) for k in POSITION_KEYS)):
+        yield f"info.position needs integers {', '.join(POSITION_KEYS)}"
+    if not delta.group("head."):
+        yield "a delta needs head.* tensors"
+    for name, t in delta.group("mask.").items():
+        if t.dtype != torch.uint8 or not bool(((t == 0) | (t == 1)).all()):
+            yield f"mask tensor mask.{name} must be uint8 with values 0/1"
+    has_source = bool(delta.group("source."))
+    if info["mode"] == "online" and has_source:
+        yield "an online delta must not carry source.* tensors"
+    if info["mode"] == "offline" and pos["source"] < pos["source_blocks"] and not has_source:
+        yield "an offline delta needs the kept source filters (source.* tensors)"
+
+
+def validate_delta(delta: DeltaFile, where: object = "delta", *, strict: bool = True) -> None:
+    """Raise DeltaFormatError when ``delta`` breaks the format (name, info schema, tensor names, masks, mode)."""
+    if not NAME_PATTERN.fullmatch(delta.name or ""):
+        raise _fail(where, f"delta name {delta.name!r} must match [A-Za-z0-9_+-]+ (no dots)")
+    check_info_keys(delta.info, where, strict=strict)
+    check_tensor_names(delta.tensors, where)
+    problem = next(_schema_problems(delta), None)
+    if problem:
+        raise _fail(where, problem)
+
+
+def _check_kind(meta: Mapping[str, str], expected: str, path: object) -> None:
+    kind = meta.get(KEY_KIND, "model" if "pnc.arch" in meta else None)
+    if kind == expected:
+        return
+    hints = {
+        "model": "a model file; a delta comes from `pnc clone -o` and is applied with `pnc apply`",
+        "delta": "a delta file; apply it to its target with `pnc apply --target T --delta D`",
+        "cloned": "a cloned model (target + deltas); `pnc remove` strips its deltas",
+        None: "a safetensors file without pnc metadata",
+    }
+    raise CheckpointError(f"{path}: is {hints.get(kind, f'a {kind} file')}, not a {expected} file")
+
+
+def _check_version(meta: Mapping[str, str], path: object) -> None:
+    raw = meta.get(KEY_VERSION)
+    try:
+        version = int(raw) if raw is not None else None
+    except ValueError:
+        version = None
+    if version is None or version < 1:
+        raise _fail(path, f"format version {raw!r} is not a positive integer")
+    if version > DELTA_FORMAT_VERSION:
+        raise _fail(
+            path,
+            f"{meta.get(KEY_KIND)} format version {version} is newer than supported "
+            f"{DELTA_FORMAT_VERSION}; upgrade pnc",
+        )
+
+
+def _json(meta: Mapping[str, str], key: str, path: object) -> Any:
+    if key not in meta:
+        raise _fail(path, f"metadata key {key!r} is missing")
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise _fail(path, f"metadata key {key!r} is not valid JSON") from None
+
+
+# ------------------------------------------------------------------------------------------ delta
+def _base_metadata(kind: str, sha: str) -> dict[str, str]:
+    version, writer = str(DELTA_FORMAT_VERSION), f"pnc-cli {__version__}"
+    return {"format": "pt", KEY_KIND: kind, KEY_VERSION: version, KEY_WRITER: writer, KEY_SHA: sha}
+
+
+def delta_metadata(delta: DeltaFile) -> dict[str, str]:
+    meta = _base_metadata(KIND_DELTA, delta.sha256)
+    try:
+        meta.update({INFO_KEY_PREFIX + k: json_meta(v) for k, v in delta.info.items()})
+    except (TypeError, ValueError) as exc:
+        raise _fail(delta.name, f"info is not JSON-serialisable ({exc})") from None
+    return meta
+
+
+def _cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def write_delta(path: str | Path, delta: DeltaFile, *, force: bool = False) -> str:
+    """Validate and write ``delta`` (deterministic bytes, atomic); returns its content sha256."""
+    delta = DeltaFile(delta.name, _cpu(delta.tensors), delta.info)
+    validate_delta(delta, delta.name)
+    write_safetensors(path, delta.tensors, delta_metadata(delta), force=force)
+    return delta.sha256
+
+
+def _info_from_meta(meta: Mapping[str, str], path: object) -> dict[str, Any]:
+    info = {k[len(INFO_KEY_PREFIX) :]: v for k, v in meta.items() if k.startswith(INFO_KEY_PREFIX)}
+    check_info_keys(info, path, strict=False)
+    ignored = sorted(set(info) - set(REQUIRED_INFO) - set(OPTIONAL_INFO))
+    if ignored:
+        LOG.debug("%s: ignoring unknown delta info keys %s", path, ", ".join(ignored))
+    return {k: _json(meta, INFO_KEY_PREFIX + k, path) for k in info if k not in ignored}
+
+
+def _verify(recorded: str | None, actual: str, path: object, what: str, key: str = KEY_SHA) -> None:
+    if recorded is None:
+        raise _fail(path, f"metadata key {key!r} is missing")
+    if recorded != actual:
+        raise VerificationError(
+            f"{path}: {what} do not match the recorded sha256; the file was modified or is corrupt"
+        )
+
+
+def read_delta(path: str | Path) -> DeltaFile:
+    """Read and validate a delta file (header checked before tensors are loaded).
+
+    Raises:
+        CheckpointError: unreadable file, or not a delta (exit 2).
+        DeltaFormatError: newer version, missing info keys, unknown tensor names (exit 2).
+        VerificationError: tensors differ from the recorded sha256 (exit 3).
+    """
+    header, meta = read_header(path)
+    _check_kind(meta, KIND_DELTA, path)
+    _check_version(meta, path)
+    info = _info_from_meta(meta, path)
+    check_tensor_names(header, path)
+    tensors, _ = read_safetensors(path)
+    delta = DeltaFile(str(info["name"]), tensors, info)
+    validate_delta(delta, path, strict=False)
+    _verify(meta.get(KEY_SHA), delta.sha256, path, "delta tensors")
+    return delta
+
+
+# ----------------------------------------------------------------------------------------- cloned
+def _model_view(cloned: ClonedFile) -> dict[str, str]:
+    """pnc.arch/arch_kwargs/input/normalization for readers of model headers (``pnc info``)."""
+    meta = {k: cloned.target_metadata[k] for k in MODEL_VIEW_KEYS if k in cloned.target_metadata}
+    target = cloned.deltas[0].info["target"]
+    meta.setdefault("pnc.arch", str(target.get("arch", "")))
+    meta.setdefault("pnc.arch_kwargs", json_meta(target.get("arch_kwargs", {})))
+    if "input" in target:
+        meta.setdefault("pnc.input", json_meta(target["input"]))
+    if "normalization" in target:
+        meta.setdefault("pnc.normalization", json_meta(target["normalization"]))
+    meta["pnc.classes"] = json_meta(cloned.classes)
+    return meta
+
+
+def cloned_tensors(cloned: ClonedFile) -> dict[str, torch.Tensor]:
+    """All tensors of the cloned file: the target's under their names, deltas under ``pnc_delta.<name>.``."""
+    tensors = _cpu(cloned.target_tensors)
+    for d in cloned.deltas:
+        tensors.update({f"{CLONED_PREFIX}{d.name}.{k}": v for k, v in _cpu(d.tensors).items()})
+    return tensors
+
+
+def write_cloned(path: str | Path, cloned: ClonedFile, *, force: bool = False) -> str:
+    """Write a cloned model (target + deltas); returns the content sha256 of all its tensors."""
+    _require(bool(cloned.deltas), path, "a cloned file needs at least one delta")
+    names = [d.name for d in cloned.deltas]
+    _require(len(set(names)) == len(names), path, f"delta names must be unique, got {', '.join(names)}")
+    clash = sorted(k for k in cloned.target_tensors if k.startswith(CLONED_PREFIX))
+    _require(
+        not clash,
+        path,
+        f"target tensor names use the reserved prefix {CLONED_PREFIX}: {', '.join(clash[:3])}",
+    )
+    for d in cloned.deltas:
+        validate_delta(d, d.name)
+    tensors = cloned_tensors(cloned)
+    meta = _base_metadata(KIND_CLONED, content_sha256(tensors))
+    meta |= {
+        KEY_TARGET_METADATA: json_meta(cloned.target_metadata),
+        KEY_TARGET_SHA: cloned.target_sha256,
+        KEY_DELTAS: json_meta([{"name": d.name, "sha256": d.sha256, "info": d.info} for d in cloned.deltas]),
+    }
+    if cloned.target_file_sha256:
+        meta[KEY_TARGET_FILE_SHA] = cloned.target_file_sha256
+    meta.update(_model_view(cloned))
+    write_safetensors(path, tensors, meta, force=force)
+    return meta[KEY_SHA]
+
+
+def _split(
+    tensors: Mapping[str, Any], names: list[str], path: object
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    target: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, t in tensors.items():
+        if not key.startswith(CLONED_PREFIX):
+            target[key] = t
+            continue
+        name, _, rest = key[len(CLONED_PREFIX) :].partition(".")
+        _require(
+            name in parts and bool(rest), path, f"tensor {key} belongs to no delta listed in {KEY_DELTAS}"
+        )
+        parts[name][rest] = t
+    return target, parts
+
+
+def read_cloned(path: str | Path) -> ClonedFile:
+    """Read and verify a cloned model: kind, version, every delta's schema and every recorded sha256."""
+    header, meta = read_header(path)
+    _check_kind(meta, KIND_CLONED, path)
+    _check_version(meta, path)
+    entries = _json(meta, KEY_DELTAS, path)
+    target_meta = _json(meta, KEY_TARGET_METADATA, path)
+    _require(
+        isinstance(entries, list)
+        and bool(entries)
+        and all(isinstance(e, dict) and {"name", "sha256", "info"} <= set(e) for e in entries),
+        path,
+        f"{KEY_DELTAS} must list {{name, sha256, info}} for each delta",
+    )
+    _require(isinstance(target_meta, dict), path, f"{KEY_TARGET_METADATA} must be a JSON object")
+    names = [str(e["name"]) for e in entries]
+    _, named = _split(dict.fromkeys(header), names, path)  # names checked before loading tensors
+    for e in entries:
+        check_info_keys(e["info"], f"{path} (delta {e['name']})", strict=False)
+        check_tensor_names(named[str(e["name"])], f"{path} (delta {e['name']})")
+    tensors, _ = read_safetensors(path)
+    _verify(meta.get(KEY_SHA), content_sha256(tensors), path, "tensors")
+    target, parts = _split(tensors, names, path)
+    _verify(meta.get(KEY_TARGET_SHA), content_sha256(target), path, "target tensors", KEY_TARGET_SHA)
+    deltas = []
+    for e in entries:
+        info = {k: v for k, v in e["info"].items() if k in REQUIRED_INFO or k in OPTIONAL_INFO}
+        d = DeltaFile(str(e["name"]), parts[str(e["name"])], info)
+        validate_delta(d, f"{path} (delta {d.name})", strict=False)
+        _verify(e["sha256"], d.sha256, f"{path} (delta {d.name})", "delta tensors")
+        deltas.append(d)
+    return ClonedFile(
+        target, {str(k): str(v) for k, v in target_meta.items()}, meta.get(KEY_TARGET_FILE_SHA), deltas
+    )
+
+
+def target_bytes(cloned: ClonedFile) -> bytes:
+    """The target file as pnc writes it: byte-identical to the original when pnc wrote the original."""
+    return serialize(_cpu(cloned.target_tensors), cloned.target_metadata)
+
+
+def file_kind(path: str | Path) -> str:
+    """``pnc.kind`` from the header: model (also pnc models without the key), cloned, delta, ... or plain."""
+    _, meta = read_header(path)
+    return meta.get(KEY_KIND, "model" if "pnc.arch" in meta else "plain")

@@ -1,0 +1,43 @@
+"""Cloning metrics (method spec §7; seed Tables 2-6): Ori/Tar/Avg Acc, locality, extra params.
+
+Layer L2 (torch only).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cloning_metrics(
+    pred: torch.Tensor,
+    labels: torch.Tensor,
+    num_target_classes: int,
+    *,
+    target_pred: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Metrics of a cloned model's predictions over C_t ∪ C_f.
+
+    Args:
+        pred: [N] argmax of the cloned model over C_t ∪ C_f.
+        labels: [N] true labels in the same index space (target classes first).
+        num_target_classes: |C_t|.
+        target_pred: [N] the original target's predictions (indices into C_t), for locality.
+
+    Returns:
+        ori_acc (target-class samples), tar_acc (cloned-class samples), avg_acc (pooled, sample-weighted),
+        mean_acc (unweighted mean of ori and tar), locality (share of target-class samples whose
+        prediction equals the original target's), and the sample counts.
+    """
+    is_ori = labels < num_target_classes
+    correct = (pred == labels).float()
+    out = {
+        "ori_acc": float(correct[is_ori].mean()) if is_ori.any() else float("nan"),
+        "tar_acc": float(correct[~is_ori].mean()) if (~is_ori).any() else float("nan"),
+        "avg_acc": float(correct.mean()) if len(labels) else float("nan"),
+        "num_ori": int(is_ori.sum()),
+        "num_tar": int((~is_ori).sum()),
+    }
+    out["mean_acc"] = (out["ori_acc"] + out["tar_acc"]) / 2
+    if target_pred is not None and is_ori.any():
+        out["locality"] = float((pred[is_ori] == target_pred[is_ori]).float().mean())
+    return out

@@ -1,0 +1,70 @@
+"""The ``pnc search`` output file: the per-position curves plus the trained branch of R*.
+
+Layer L1 (IO). Tensors: the delta tensors of the R* branch (docs/delta-format.md) and ``search.<field>``
+curves ([num_positions] each, search order). Metadata: the delta's own metadata with
+``pnc.kind = "search"`` and ``pnc.search.inputs`` (hashes of source, target, classes and data) so
+``pnc clone --search`` can refuse a file made for other inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .delta import INFO_KEY_PREFIX, KEY_KIND, DeltaFile, delta_metadata, validate_delta
+from .errors import CheckpointError, IncompatibleError
+from .fileio import content_sha256, json_meta, read_safetensors, write_safetensors
+
+KIND_SEARCH = "search"
+CURVE_PREFIX = "search."
+CURVE_FIELDS = ("position", "source_position", "loss", "val_ori_acc", "val_tar_acc", "val_avg_acc", "kept_fraction", "seconds")
+KEY_INPUTS = "pnc.search.inputs"
+
+
+@dataclass
+class SearchFile:
+    delta: DeltaFile
+    curves: dict[str, torch.Tensor]
+    inputs: dict[str, Any]
+
+
+def write_search(path: str | Path, sf: SearchFile, *, force: bool = False) -> str:
+    validate_delta(sf.delta, sf.delta.name)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sf.delta.tensors.items()}
+    tensors.update({CURVE_PREFIX + k: v.to(torch.float64) for k, v in sf.curves.items()})
+    meta = delta_metadata(sf.delta)
+    meta[KEY_KIND] = KIND_SEARCH
+    meta["pnc.sha256"] = content_sha256(tensors)
+    meta[KEY_INPUTS] = json_meta(sf.inputs)
+    write_safetensors(path, tensors, meta, force=force)
+    return meta["pnc.sha256"]
+
+
+def read_search(path: str | Path) -> SearchFile:
+    tensors, meta = read_safetensors(path)
+    if meta.get(KEY_KIND) != KIND_SEARCH:
+        raise CheckpointError(f"{path}: is a {meta.get(KEY_KIND, 'plain')} file, not a pnc search output")
+    if meta.get("pnc.sha256") != content_sha256(tensors):
+        raise CheckpointError(f"{path}: tensors do not match the recorded sha256; the file is corrupt")
+    try:
+        info = {k[len(INFO_KEY_PREFIX):]: json.loads(v) for k, v in meta.items() if k.startswith(INFO_KEY_PREFIX)}
+        inputs = json.loads(meta[KEY_INPUTS])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: search metadata is missing or corrupt; run pnc search again") from None
+    curves = {k[len(CURVE_PREFIX):]: v for k, v in tensors.items() if k.startswith(CURVE_PREFIX)}
+    delta = DeltaFile(str(info.pop("name")), {k: v for k, v in tensors.items() if not k.startswith(CURVE_PREFIX)}, info)
+    validate_delta(delta, path, strict=False)
+    return SearchFile(delta, curves, inputs)
+
+
+def check_inputs(sf: SearchFile, inputs: dict[str, Any], path: str | Path) -> None:
+    """Refuse a search file whose source, target, classes or data differ from this run's."""
+    for key in sorted(inputs):
+        if sf.inputs.get(key) != inputs[key]:
+            raise IncompatibleError(
+                f"{path}: search was run with another {key} ({sf.inputs.get(key)!r}, now {inputs[key]!r}); run pnc search again"
+            )
