@@ -12,3 +12,31 @@ pnc train --arch lenet5 --data mnist5k --classes 0-4 --epochs 8 -o "$OUT/target.
 pnc train --arch lenet5 --data mnist5k --classes 5-9 --epochs 8 -o "$OUT/source.safetensors" --force
 pnc eval --model "$OUT/target.safetensors" --data mnist5k
 pnc eval --model "$OUT/source.safetensors" --data mnist5k
+
+T="$OUT/target.safetensors"
+S="$OUT/source.safetensors"
+echo
+echo "== 2. the source's local model set G on the digits to clone (LIME-style surrogates, seed Eq. 1-4)"
+pnc surrogate --model "$S" --data mnist5k --classes 5 --samples 100 -o "$OUT/source-G.safetensors" --force
+
+echo
+echo "== 3. search the insertion position R for class 5 (loss per block boundary; plot in $OUT/search.png)"
+pnc search --source "$S" --target "$T" --classes 5 --surrogate "$OUT/source-G.safetensors" \
+  -o "$OUT/search.safetensors" --plot "$OUT/search.png" --force
+
+echo
+echo "== 4. clone class 5 into the target, finishing from the search: a small delta file"
+pnc clone --source "$S" --target "$T" --classes 5 --search "$OUT/search.safetensors" \
+  -o "$OUT/delta.safetensors" --force
+pnc info "$OUT/delta.safetensors"
+
+echo
+echo "== 5. apply the delta: one cloned model that predicts 0-5; evaluate it (Ori/Tar/Avg Acc)"
+pnc apply --target "$T" --delta "$OUT/delta.safetensors" -o "$OUT/cloned.safetensors" --force
+pnc eval --model "$OUT/cloned.safetensors" --data mnist5k --classes 0-5
+
+echo
+echo "== 6. remove the delta: the original target, bit for bit"
+pnc remove "$OUT/cloned.safetensors" --all -o "$OUT/restored.safetensors" --force
+cmp "$OUT/restored.safetensors" "$T"
+echo "restored target identical to the original ($(sha256sum "$T" | cut -c1-16)…)"

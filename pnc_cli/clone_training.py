@@ -7,8 +7,11 @@ Layer L3 (torch). Loss: L_cls + α·L_loc + β·L_ins + γ·‖M‖₁ where
   and the local model g_i(b) restricted to C_f;
 - L_ins: the same for M_c's new-class logits z_f;
 - ‖M‖₁: mean soft mask (pressure towards fewer kept filters).
-After ``epochs`` the mask is binarised, the adapter and head are fine-tuned with the hard mask for
-``finetune_epochs``, and the dropped filters are zeroed in the branch's own copy of the source blocks.
+Schedule (docs/cloning.md "Training details"): the selector temperature is annealed geometrically from
+``temperature`` to ``temperature_end`` over the ``epochs``; in the last ``straight_through_epochs`` of
+them the forward pass uses the hard 0/1 mask (gradients through the soft one). Then the mask is
+binarised, the adapter and head are fine-tuned with the hard mask for ``finetune_epochs``, and the
+dropped filters are zeroed in the branch's own copy of the source blocks.
 """
 
 from __future__ import annotations
@@ -67,6 +70,25 @@ def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tenso
     return (weights * (pred - target).pow(2).mean(dim=1)).sum() / weights.sum().clamp_min(1e-12)
 
 
+class _TrainSelector(ChannelSelector):
+    """A selector whose forward mask can be the straight-through estimate of the hard mask."""
+
+    straight_through = False
+
+    def mask(self, name: str) -> torch.Tensor:
+        if self.straight_through and not self.is_hard:
+            soft = self.soft_mask(name)
+            return (soft >= 0.5).to(soft.dtype) + soft - soft.detach()
+        return super().mask(name)
+
+
+def _temperature(config: CloneConfig, epoch: int) -> float:
+    """Geometric annealing from ``temperature`` (first epoch) to ``temperature_end`` (last epoch)."""
+    if config.epochs == 1:
+        return config.temperature_end
+    return config.temperature * (config.temperature_end / config.temperature) ** (epoch / (config.epochs - 1))
+
+
 class _Step:
     """One optimisation step's losses for a branch (shared by the main and fine-tune phases)."""
 
@@ -88,7 +110,9 @@ class _Step:
             if c.beta > 0:
                 with torch.no_grad():
                     h_t = self.cloned.target.features(xb, br.position)
-                out["ins"] = _weighted_mse(br(h_t), target, w)
+                # "raw": the branch's logits before the calibration, which alone maps them to the target's scale
+                z = br(h_t) if c.ins_logits == "calibrated" else br.source_logits(br.adapter(h_t))
+                out["ins"] = _weighted_mse(z, target, w)
         return out
 
     def total(self, parts: dict[str, torch.Tensor], mask_penalty: torch.Tensor | None) -> torch.Tensor:
@@ -102,11 +126,16 @@ class _Step:
 def _run_epochs(
     step: _Step, opt: torch.optim.Optimizer, selector: ChannelSelector | None, images: torch.Tensor, labels: torch.Tensor,
     epochs: int, g: torch.Generator, device: torch.device, progress: Progress,
+    schedule: bool = False,
 ) -> tuple[list[float], dict[str, float]]:
+    """``schedule``: anneal the selector temperature and switch to straight-through masks (main phase)."""
     bs = step.config.batch_size
     losses: list[float] = []
     comps: dict[str, float] = {}
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        if schedule and isinstance(selector, _TrainSelector):
+            selector.temperature = _temperature(step.config, epoch)
+            selector.straight_through = epoch >= epochs - step.config.straight_through_epochs
         sums: dict[str, float] = {}
         total_sum, n = 0.0, 0
         for idx in torch.randperm(len(labels), generator=g).split(bs):
@@ -153,7 +182,7 @@ def train_branch(
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     branch = cloned.branches[name]
-    selector = ChannelSelector(branch.module, temperature=config.temperature, init_score=config.init_score).to(device)
+    selector = _TrainSelector(branch.module, temperature=config.temperature, init_score=config.init_score).to(device)
     trainable = [p for n, p in branch.named_parameters() if not n.startswith("module.")]
     opt = torch.optim.Adam([{"params": trainable, "lr": config.lr}, {"params": selector.parameters(), "lr": config.mask_lr}])
     step = _Step(cloned, name, source, local, config)
@@ -161,11 +190,12 @@ def train_branch(
     progress.start(f"train R={branch.position}", total=config.epochs + config.finetune_epochs)
     cloned.train()
     try:
-        result.epoch_losses, result.components = _run_epochs(step, opt, selector, images, labels, config.epochs, g, device, progress)
+        result.epoch_losses, result.components = _run_epochs(step, opt, selector, images, labels, config.epochs, g, device,
+                                                             progress, schedule=True)
         result.masks = {k: v.cpu() for k, v in selector.binarize().items()}
         result.kept_fraction = selector.kept_fraction()
         if config.finetune_epochs:
-            ft = torch.optim.Adam(trainable, lr=config.lr / 3)
+            ft = torch.optim.Adam(trainable, lr=config.lr * config.finetune_lr_scale)
             _run_epochs(step, ft, selector, images, labels, config.finetune_epochs, g, device, progress)
     finally:
         selector.remove()

@@ -89,6 +89,7 @@ class TrainConfig:
 
 SELECT_BY = ("loss", "val_acc")
 MASK_PENALTIES = ("params", "channels")
+INS_LOGITS = ("raw", "calibrated")
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,12 @@ class CloneConfig:
     gamma: float = 0.05
     mask_penalty: str = "params"
     temperature: float = 1.0
+    temperature_end: float = 1.0
+    straight_through_epochs: int = 0
     init_score: float = 3.0
     finetune_epochs: int = 1
+    finetune_lr_scale: float = 1 / 3
+    ins_logits: str = "calibrated"
     loc_samples: int = 8
     loc_masks: int = 8
     fraction: float = 0.3
@@ -137,6 +142,14 @@ class CloneConfig:
             raise ConfigError(f"--mask-penalty must be one of {', '.join(MASK_PENALTIES)}, got {self.mask_penalty!r}")
         if self.finetune_epochs < 0:
             raise ConfigError("--finetune-epochs must be >= 0")
+        if self.temperature_end <= 0:
+            raise ConfigError(f"temperature_end must be positive, got {self.temperature_end}")
+        if self.straight_through_epochs < 0:
+            raise ConfigError(f"straight_through_epochs must be >= 0, got {self.straight_through_epochs}")
+        if self.finetune_lr_scale <= 0:
+            raise ConfigError(f"finetune_lr_scale must be positive, got {self.finetune_lr_scale}")
+        if self.ins_logits not in INS_LOGITS:
+            raise ConfigError(f"ins_logits must be one of {', '.join(INS_LOGITS)}, got {self.ins_logits!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -272,7 +272,8 @@ def load_data(
     rows = [_split_rows(np.flatnonzero(name_arr == c), c, split, fraction, split_seed, test_fraction) for c in chosen]
     all_rows = np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
     if len(all_rows) == 0:
-        raise DataError(f"{ident}: no samples left after selecting classes {', '.join(chosen)} ({split} split)")
+        hint = "; a class needs at least 2 images to have a test image" if split == "test" else ""
+        raise DataError(f"{ident}: no samples left after selecting classes {', '.join(chosen)} ({split} split){hint}")
     x = images[torch.from_numpy(all_rows)]
     if not torch.isfinite(x).all():
         raise DataError(f"{ident}: images contain NaN or infinite values; clean the data")

@@ -17,8 +17,9 @@ hooks computes exactly what the original module computes with hard-mask hooks.
 
 from __future__ import annotations
 
+import copy
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 import torch
@@ -268,59 +269,143 @@ def _sliced_keys(masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def slice_state(module: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` with only the kept output rows of every masked layer.
+def zero_inputs(module: nn.Module, masks: Mapping[str, torch.Tensor], in_shape: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Input columns of each layer that are zero for every input once the masked filters are dropped.
+
+    Structural, weight-free analysis: a copy of the module whose every parameter, buffer and input is
+    NaN, and whose masked layers output NaN on kept channels and exactly 0 on dropped ones. An input
+    column of a later ``Linear`` (or ungrouped ``Conv2d``) that comes out exactly 0 was computed from
+    dropped filters alone through zero-preserving ops (ReLU, pooling, flatten), so it is 0 for any
+    weights and any input, and its weight columns can be cut too. Returns ``{layer: bool keep-in}``
+    for the layers where something can be cut (deterministic: the same on writing and reading).
+    """
+    layers = _check_masks(module, masks)
+    probe = copy.deepcopy(module).eval()
+    with torch.no_grad():
+        for t in [*probe.parameters(), *probe.buffers()]:
+            if t.is_floating_point():
+                t.fill_(float("nan"))
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    probe_layers = maskable_layers(probe)
+    for name, layer in probe_layers.items():
+        if name in masks:
+            keep = masks[name].to(torch.bool).flatten()
+            handles.append(layer.register_forward_hook(_ProbeHook(keep, isinstance(layer, nn.Linear))))
+        if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1):
+            handles.append(layer.register_forward_pre_hook(_record_input(seen, name, isinstance(layer, nn.Linear))))
+    try:
+        with torch.no_grad():
+            x = torch.full((1, *in_shape), float("nan"))
+            for block in probe if isinstance(probe, nn.ModuleList) else [probe]:
+                x = block(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, zero in seen.items():
+        if zero.any() and name in layers:
+            out[name] = ~zero
+    return out
+
+
+class _ProbeHook:
+    def __init__(self, keep: torch.Tensor, linear: bool) -> None:
+        self.keep, self.linear = keep, linear
+
+    def __call__(self, layer: nn.Module, inputs: object, out: torch.Tensor) -> torch.Tensor:
+        value = torch.where(self.keep, torch.tensor(float("nan")), torch.tensor(0.0))
+        return _broadcast(value, out, self.linear).expand_as(out).clone()
+
+
+def _record_input(seen: dict[str, torch.Tensor], name: str, linear: bool) -> Callable[..., None]:
+    def hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        zero = x == 0
+        seen[name] = zero.reshape(-1, x.shape[-1]).all(0) if linear else zero.transpose(0, 1).flatten(1).all(1)
+
+    return hook
+
+
+def _cut_in(t: torch.Tensor, keep_in: torch.Tensor | None) -> torch.Tensor:
+    return t if keep_in is None else t[:, keep_in.to(t.device)]
+
+
+def slice_state(
+    module: nn.Module, masks: Mapping[str, torch.Tensor], in_shape: Sequence[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with only the kept filters of every masked layer.
 
     ``<layer>.weight`` / ``<layer>.bias`` become ``weight[keep]`` / ``bias[keep]`` (same keys, smaller
-    first dim); every other entry is the module's detached tensor, unchanged (shares storage).
+    first dim). With ``in_shape`` (the module's input shape, no batch) the weight columns that only
+    ever see zeros (:func:`zero_inputs`) are cut as well (smaller second dim). Every other entry is
+    the module's detached tensor, unchanged.
 
     Raises:
         IncompatibleError: a mask names an unknown layer or has the wrong length.
     """
     _check_masks(module, masks)
     rows = _sliced_keys(masks)
+    cols = zero_inputs(module, masks, in_shape) if in_shape is not None else {}
     state = module.state_dict()
-    return {k: (v[rows[k].to(v.device)].clone() if k in rows else v) for k, v in state.items()}
+    out = {}
+    for k, v in state.items():
+        if k in rows:
+            v = v[rows[k].to(v.device)]
+            if k.endswith("weight"):
+                v = _cut_in(v, cols.get(k[: -len("weight")].rstrip(".")))
+            v = v.clone()
+        out[k] = v
+    return out
 
 
 def unslice_state(
-    sliced: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], template_module: nn.Module
+    sliced: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    template_module: nn.Module,
+    in_shape: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Rebuild full-size tensors from :func:`slice_state` output, zeros in the dropped rows.
+    """Rebuild full-size tensors from :func:`slice_state` output, zeros in the dropped rows (and columns).
 
     Args:
         sliced: the sliced state dict.
         masks: the bool masks it was sliced with.
         template_module: a module of the same structure, giving the full shapes.
+        in_shape: the same ``in_shape`` given to :func:`slice_state` (None: rows only).
 
     Raises:
         IncompatibleError: masks or sliced shapes do not fit the template.
     """
     _check_masks(template_module, masks)
     rows = _sliced_keys(masks)
+    cols = zero_inputs(template_module, masks, in_shape) if in_shape is not None else {}
     full = template_module.state_dict()
     out = dict(sliced)
     for key, keep in rows.items():
         if key not in sliced:
             continue
-        part = sliced[key]
-        shape = full[key].shape
-        if part.shape != (int(keep.sum()), *shape[1:]):
-            raise IncompatibleError(
-                f"sliced tensor {key!r} has shape {list(part.shape)}, "
-                f"expected {[int(keep.sum()), *shape[1:]]} for its mask"
-            )
+        part, shape = sliced[key], full[key].shape
+        keep_in = cols.get(key[: -len("weight")].rstrip(".")) if key.endswith("weight") else None
+        want = [int(keep.sum()), *shape[1:]]
+        if keep_in is not None:
+            want[1] = int(keep_in.sum())
+        if list(part.shape) != want:
+            raise IncompatibleError(f"sliced tensor {key!r} has shape {list(part.shape)}, expected {want} for its mask")
+        rows_full = torch.zeros((want[0], *shape[1:]), dtype=part.dtype, device=part.device)
+        if keep_in is not None:
+            rows_full[:, keep_in.to(part.device)] = part
+        else:
+            rows_full = part
         tensor = torch.zeros(shape, dtype=part.dtype, device=part.device)
-        tensor[keep.to(part.device)] = part
+        tensor[keep.to(part.device)] = rows_full
         out[key] = tensor
     return out
 
 
-def count_kept_params(module: nn.Module, masks: Mapping[str, torch.Tensor]) -> int:
-    """Number of parameters left after slicing: kept rows of masked layers plus all other params."""
-    _check_masks(module, masks)
-    rows = _sliced_keys(masks)
-    total = 0
-    for key, p in module.named_parameters():
-        total += int(rows[key].sum()) * p[0].numel() if key in rows else p.numel()
-    return total
+def count_kept_params(
+    module: nn.Module, masks: Mapping[str, torch.Tensor], in_shape: Sequence[int] | None = None
+) -> int:
+    """Parameters left after slicing: kept rows (and columns, with ``in_shape``) plus all other params."""
+    sliced = slice_state(module, masks, in_shape)
+    names = {k for k, _ in module.named_parameters()}
+    return sum(v.numel() for k, v in sliced.items() if k in names)

@@ -40,9 +40,10 @@ def branch_tensors(branch: Branch, masks: dict[str, torch.Tensor], *, online: bo
     t.update({f"adapter.{k}": v for k, v in branch.adapter.state_dict().items()})
     t.update({f"mask.{k}": v.to(torch.uint8) for k, v in masks.items()})
     t.update({f"head.{k}": v for k, v in branch.head.state_dict().items()})
-    t["calibration.scale_bias"] = branch.calibration.detach()
+    t["calibration.scale"] = branch.calibration.detach()[:1]  # names as docs/delta-format.md fixes them
+    t["calibration.bias"] = branch.calibration.detach()[1:]
     if not online:
-        t.update({f"source.{k}": v for k, v in slice_state(branch.module, masks).items()})
+        t.update({f"source.{k}": v for k, v in slice_state(branch.module, masks, branch.adapter.out_shape).items()})
     return {k: v.detach().cpu().contiguous().clone() for k, v in t.items()}
 
 
@@ -61,7 +62,7 @@ def branch_from_delta(delta: DeltaFile) -> Branch:
     rs = int(info["position"]["source"])
     module = copy.deepcopy(nn.ModuleList(template.blocks[rs:]))
     masks = {k: v.bool() for k, v in _strip(t, "mask.").items()}
-    module.load_state_dict(unslice_state(_strip(t, "source."), masks, module))
+    module.load_state_dict(unslice_state(_strip(t, "source."), masks, module, info["adapter"]["out_shape"]))
     head_t = _strip(t, "head.")
     head = nn.Linear(head_t["weight"].shape[1], head_t["weight"].shape[0])
     head.load_state_dict(head_t)
@@ -69,8 +70,11 @@ def branch_from_delta(delta: DeltaFile) -> Branch:
     adapter.load_state_dict(_strip(t, "adapter."))
     branch = Branch(adapter=adapter, module=module, head=head, position=int(info["position"]["target"]),
                     source_position=rs, classes=list(info["classes"]))
-    with torch.no_grad():
-        branch.calibration.copy_(t["calibration.scale_bias"])
+    with torch.no_grad():  # absent calibration (optional in the format) means scale 1, bias 0
+        if "calibration.scale" in t:
+            branch.calibration[:1].copy_(t["calibration.scale"].reshape(1))
+        if "calibration.bias" in t:
+            branch.calibration[1:].copy_(t["calibration.bias"].reshape(1))
     return branch.eval()
 
 

@@ -107,23 +107,32 @@ def _target_domain(tgt: LoadedModel, target_data: str | None, exclude: list[str]
 
 
 def gather_inputs(*, source: str | Path, target: str | Path, classes: str, data: str | None, target_data: str | None,
-                  rename: list[str] | None, config: CloneConfig, split_seed: int, device: torch.device) -> CloneInputs:
+                  rename: list[str] | None, config: CloneConfig, split_seed: int, device: torch.device,
+                  position: str | int = "auto") -> CloneInputs:
     src, tgt = load_model(source), load_model(target)
     _check_pair(src, tgt)
+    positions_for(position, tgt.network.num_blocks)  # a bad --position fails before any data is read
     chosen = parse_classes(classes, list(src.spec.classes))
     if not chosen:
         raise UsageError("--classes is empty; name the source classes to clone")
     renames = _renames(rename)
     new_names = [renames.get(c, c) for c in chosen]
-    clash = [n for n in new_names if n in tgt.spec.classes]
+    clash = [(old, new) for old, new in zip(chosen, new_names, strict=True) if new in tgt.spec.classes]
     if clash:
-        raise UsageError(f"target {tgt.path} already has class {clash[0]!r}; pass --rename {clash[0]}=NEW_NAME")
+        old, new = clash[0]
+        raise UsageError(f"target {tgt.path} already has class {new!r}; pass --rename {old}=NEW_NAME")
+    if len(set(new_names)) < len(new_names):
+        raise UsageError(f"--rename gives two cloned classes the same name: {', '.join(new_names)}")
     data = data or recorded_data(src, "source")
     if target_data is None:
         target_data = recorded_data(tgt, "target", required=False)
     spec = tgt.spec
-    clone_train = conform_set(load_data(data, classes=chosen, split="train", fraction=config.fraction, split_seed=split_seed),
-                              spec.in_channels, spec.input_size)
+    try:
+        clone_train = conform_set(load_data(data, classes=chosen, split="train", fraction=config.fraction,
+                                            split_seed=split_seed), spec.in_channels, spec.input_size)
+    except DataError as exc:
+        raise DataError(f"data {data} cannot supply the cloned classes {', '.join(chosen)} ({exc}); "
+                        "pass --data with samples of them") from None
     clone_test = conform_set(load_data(data, classes=chosen, split="test", split_seed=split_seed), spec.in_channels, spec.input_size)
     n_t = spec.num_classes
     images, labels = [clone_train.images], [clone_train.labels + n_t]
@@ -211,7 +220,7 @@ def build_delta(inp: CloneInputs, branch: Branch, masks: dict[str, torch.Tensor]
                 metrics: dict[str, Any], *, name: str | None, online: bool, config: CloneConfig,
                 sconfig: SurrogateConfig | None, split_seed: int) -> DeltaFile:
     branch = branch.cpu()
-    extra = count_kept_params(branch.module, masks) + sum(
+    extra = count_kept_params(branch.module, masks, branch.adapter.out_shape) + sum(
         p.numel() for n, p in branch.named_parameters() if not n.startswith("module."))
     metrics.update(extra_params=extra, extra_params_ratio=extra / inp.target.network.num_params())
     info = {
@@ -229,16 +238,18 @@ def build_delta(inp: CloneInputs, branch: Branch, masks: dict[str, torch.Tensor]
         "seed": config.seed,
         "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
         "extra_params": extra,
-        "search": [s.to_dict() for s in scores],
+        # per-position timings stay out of the file, so the same seed gives the same delta bytes
+        "search": [{k: v for k, v in s.to_dict().items() if k != "seconds"} for s in scores],
     }
     return DeltaFile(name or "clone-" + "+".join(inp.new_classes), branch_tensors(branch, masks, online=online), info)
 
 
-def _summary(delta: DeltaFile, path: Path, sha: str, metrics: dict[str, Any], inp: CloneInputs) -> dict[str, Any]:
+def _summary(delta: DeltaFile, path: Path, sha: str, metrics: dict[str, Any], inp: CloneInputs,
+             scores: list[PositionScore]) -> dict[str, Any]:
     info = delta.info
     return {"output": str(path), "sha256": sha, "name": delta.name, "classes": inp.new_classes,
             "position": info["position"]["target"], "source_position": info["position"]["source"],
-            "search": info["search"], "data": inp.data, "target_data": inp.target_data, "mode": info["mode"],
+            "search": [s.to_dict() for s in scores], "data": inp.data, "target_data": inp.target_data, "mode": info["mode"],
             "seed": info["seed"], **metrics}
 
 
@@ -250,11 +261,13 @@ def _train(inp: CloneInputs, positions: list[int], config: CloneConfig, sconfig:
 
 
 def _setup(config: CloneConfig | None, surrogate_config: SurrogateConfig | None, outputs: list[str | Path | None],
-           force: bool, device: str) -> tuple[CloneConfig, SurrogateConfig, torch.device]:
+           force: bool, device: str, inputs: list[str | Path | None]) -> tuple[CloneConfig, SurrogateConfig, torch.device]:
     config = config or CloneConfig()
-    for o in outputs:
-        if o is not None:
-            check_output(o, force=force)
+    given = [Path(o) for o in outputs if o is not None]
+    if len({o.resolve() for o in given}) < len(given):
+        raise UsageError(f"the output files must differ: {', '.join(map(str, given))}")
+    for o in given:  # an input (source, target, surrogate, search file) is never overwritten, even with --force
+        check_output(o, force=force, inputs=[i for i in inputs if i is not None])
     dev = resolve_device(device)
     seed_everything(config.seed)
     return config, surrogate_config or SurrogateConfig(seed=config.seed), dev
@@ -272,11 +285,12 @@ def clone(
     Steps (seed Alg. 1): resolve inputs → local model set G → position search (or finish from a
     ``pnc search`` file) → binarised branch → held-out metrics → delta file.
     """
-    config, sconfig, dev = _setup(config, surrogate_config, [output, merged], force, device)
+    config, sconfig, dev = _setup(config, surrogate_config, [output, merged], force, device,
+                                  [source, target, surrogate, search])
     progress = progress or NullProgress()
     start = time.perf_counter()
     inp = gather_inputs(source=source, target=target, classes=classes, data=data, target_data=target_data,
-                        rename=rename, config=config, split_seed=split_seed, device=dev)
+                        rename=rename, config=config, split_seed=split_seed, device=dev, position=position)
     used_sconfig: SurrogateConfig | None = sconfig
     if search is not None:
         sf = read_search(search)
@@ -294,7 +308,7 @@ def clone(
     delta = build_delta(inp, branch, masks, scores, metrics, name=name, online=link_source, config=config,
                         sconfig=used_sconfig, split_seed=split_seed)
     sha = write_delta(output, delta, force=force)
-    doc = _summary(delta, Path(output), sha, metrics, inp)
+    doc = _summary(delta, Path(output), sha, metrics, inp, scores)
     if merged is not None:
         doc["merged"] = apply_delta(target=target, deltas=[output], sources=[source], output=merged, force=force)["output"]
     return doc
@@ -307,7 +321,7 @@ def search(
     split_seed: int = 0, force: bool = False, device: str = "auto", progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train every insertion position, report the curve, keep R*'s branch in a search file."""
-    config, sconfig, dev = _setup(config, surrogate_config, [output, plot], force, device)
+    config, sconfig, dev = _setup(config, surrogate_config, [output, plot], force, device, [source, target, surrogate])
     progress = progress or NullProgress()
     start = time.perf_counter()
     inp = gather_inputs(source=source, target=target, classes=classes, data=data, target_data=target_data,
@@ -319,7 +333,7 @@ def search(
                         config=config, sconfig=used, split_seed=split_seed)
     curves = {f: torch.tensor([getattr(s, f) for s in outcome.scores], dtype=torch.float64) for f in CURVE_FIELDS}
     sha = write_search(output, SearchFile(delta, curves, fingerprint(inp, config, split_seed)), force=force)
-    doc = _summary(delta, Path(output), sha, metrics, inp)
+    doc = _summary(delta, Path(output), sha, metrics, inp, outcome.scores)
     if plot is not None:
         doc["plot"] = str(plot_search(outcome.scores, plot, title=f"{inp.source.path.name} → {inp.target.path.name}", force=force))
     return doc

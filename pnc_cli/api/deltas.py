@@ -124,7 +124,7 @@ def materialize(delta: DeltaFile, source: LoadedModel) -> DeltaFile:
         )
     if not 0 <= r_s <= len(blocks):
         raise IncompatibleError(f"delta {delta.name}: source position {r_s} is outside 0..{len(blocks)}")
-    sliced = slice_state(nn.ModuleList(blocks[r_s:]), delta.masks())
+    sliced = slice_state(nn.ModuleList(blocks[r_s:]), delta.masks(), delta.info["adapter"]["out_shape"])
     tensors = dict(delta.tensors)
     tensors.update({f"source.{k}": v.detach().cpu().clone().contiguous() for k, v in sliced.items()})
     info = {**delta.info, "mode": "offline"}

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..checkpoint import LoadedModel, load_model
 from ..config import SurrogateConfig
-from ..data import ImageSet, conform, load_data, parse_classes
+from ..data import ImageSet, conform, load_data
 from ..device import resolve_device
 from ..errors import PncError, RuntimeFailure, UsageError
 from ..fileio import check_output
@@ -202,17 +202,14 @@ def rank_sources(
         raise UsageError("give at least one source model to rank")
     if columns not in COLUMN_MODES:
         raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
-    chosen_classes = parse_classes(classes)
-    if not chosen_classes:
+    if not classes or (isinstance(classes, str) and not classes.strip(" ,")):
         raise UsageError("--classes is empty; name the classes to clone, e.g. 5 or 5-9")
     dev = resolve_device(device)
     cache_dir = Path(surrogates_dir) if surrogates_dir is not None else None
-    if cache_dir is not None:
-        if cache_dir.exists() and not cache_dir.is_dir():
-            raise UsageError(f"--surrogates-dir {cache_dir} is not a directory")
-        cache_dir.mkdir(parents=True, exist_ok=True)
-
-    ds = load_data(data, classes=chosen_classes, split=split, split_seed=split_seed)
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise UsageError(f"--surrogates-dir {cache_dir} is not a directory")
+    ds = load_data(data, classes=classes, split=split, split_seed=split_seed)
+    chosen_classes = list(ds.classes)
     pos = select_samples(ds.labels, config.samples, config.seed)
     if len(pos) < config.samples:
         log.info("only %d samples of classes %s; using all of them", len(pos), ",".join(ds.classes))
@@ -225,9 +222,12 @@ def rank_sources(
         "split_seed": split_seed,
     }
     data_hash = samples_sha256(chosen.index, chosen.images)
+    target_model = load_model(target)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
     masks = draw_masks(cfg.masks, cfg.grid, cfg.masking_rate, torch.Generator().manual_seed(cfg.seed))
 
-    tgt = _fit_model(load_model(target), chosen, identity, masks, cfg, cache_dir, data_hash, dev, progress)
+    tgt = _fit_model(target_model, chosen, identity, masks, cfg, cache_dir, data_hash, dev, progress)
 
     thetas: dict[str, Tensor] = {}
     wanted_columns: dict[str, list[int]] = {}

@@ -12,6 +12,7 @@ import typer
 
 from .. import __version__
 from . import _console, clone, deltas, models, rank, surrogate
+from ._common import OneLineErrorGroup
 
 app = typer.Typer(
     name="pnc",
@@ -19,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    cls=OneLineErrorGroup,
 )
 
 

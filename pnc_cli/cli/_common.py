@@ -6,12 +6,14 @@ Layer L5.
 from __future__ import annotations
 
 import functools
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import click
 import typer
+from typer.core import TyperGroup
 
 from ..config import DEFAULT_SEED
 from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, PncError
@@ -56,6 +58,31 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineErrorGroup(TyperGroup):
+    """Typer's command group, except that a usage error (unknown option, missing option, bad value)
+    is one line on stderr, like every other pnc error, instead of a usage box. Exit code 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # plain `pnc`: the help text
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            message = " ".join(exc.format_message().split())
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                message += f" (see {ctx.command_path} --help)"
+            console.error(message)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            console.error("interrupted; nothing was written")
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def progress(quiet: bool) -> console.RichProgress:

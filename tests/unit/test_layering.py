@@ -6,7 +6,7 @@ Layers, one direction (README "How the code is organised"):
     4  api.*                 orchestration: read files, call algorithms, write files
     3  cloned_model, clone_training, search, ranking           algorithms that combine others
     2  surrogate, adapter, selector, zest, training, metrics, losses   algorithms on tensors
-    1  fileio, registry, architectures, checkpoint, data, delta, surrogate_file   IO and structure
+    1  fileio, registry, architectures, checkpoint, data, delta, surrogate_file, search_file   IO and structure
     0  errors, progress, config, device, the package __init__
 
 A module imports only modules of a lower or equal layer, and the intra-package import graph has no
@@ -41,6 +41,7 @@ LAYER: dict[str, int] = {
     "pnc_cli.data": 1,
     "pnc_cli.delta": 1,
     "pnc_cli.surrogate_file": 1,
+    "pnc_cli.search_file": 1,
     "pnc_cli.surrogate": 2,
     "pnc_cli.adapter": 2,
     "pnc_cli.selector": 2,
