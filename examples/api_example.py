@@ -23,21 +23,42 @@ from pnc_cli.config import CloneConfig, TrainConfig
 def main(workdir: Path) -> None:
     torch.set_num_threads(1)
     target, source = workdir / "target.safetensors", workdir / "source.safetensors"
-    delta, cloned, restored = workdir / "delta.safetensors", workdir / "cloned.safetensors", workdir / "restored.safetensors"
+    delta, cloned, restored = (
+        workdir / "delta.safetensors",
+        workdir / "cloned.safetensors",
+        workdir / "restored.safetensors",
+    )
 
     # 1. two small classifiers; each file records the data it was trained on ("digits")
     train = TrainConfig(epochs=3, lr=1e-2)
     for path, classes in ((target, "0-4"), (source, "5-9")):
-        doc = api.train_model(arch="tiny_cnn", data="digits", classes=classes, output=path, config=train,
-                              input_size=16, device="cpu", force=True)
+        doc = api.train_model(
+            arch="tiny_cnn",
+            data="digits",
+            classes=classes,
+            output=path,
+            config=train,
+            input_size=16,
+            device="cpu",
+            force=True,
+        )
         print(f"trained {path.name}: classes {classes}, test accuracy {doc['test_accuracy']:.3f}")
 
     # 2. clone class 5: data defaults to the source's recorded training data, target-domain samples
     #    to the target's (pseudo-labelled by the target); R is searched over every block boundary
-    doc = api.clone(source=source, target=target, classes="5", output=delta,
-                    config=CloneConfig(epochs=2), device="cpu", force=True)
-    print(f"cloned class 5 at R={doc['position']}: Ori {doc['ori_acc']:.3f}  Tar {doc['tar_acc']:.3f}  "
-          f"Avg {doc['avg_acc']:.3f}  locality {doc['locality']:.3f}  extra params {doc['extra_params_ratio']:.2f}x")
+    doc = api.clone(
+        source=source,
+        target=target,
+        classes="5",
+        output=delta,
+        config=CloneConfig(epochs=2),
+        device="cpu",
+        force=True,
+    )
+    print(
+        f"cloned class 5 at R={doc['position']}: Ori {doc['ori_acc']:.3f}  Tar {doc['tar_acc']:.3f}  "
+        f"Avg {doc['avg_acc']:.3f}  locality {doc['locality']:.3f}  extra params {doc['extra_params_ratio']:.2f}x"
+    )
 
     # 3. apply the delta: one file with the target's tensors unchanged plus the delta
     doc = api.apply_delta(target=target, deltas=[delta], output=cloned, force=True)

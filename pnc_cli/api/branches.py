@@ -16,7 +16,7 @@ from ..adapter import build_adapter
 from ..checkpoint import LoadedModel, ModelSpec, build_from_spec
 from ..cloned_model import Branch, ClonedModel
 from ..delta import ClonedFile, DeltaFile, read_cloned
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DeltaFormatError
 from ..selector import slice_state, unslice_state
 
 
@@ -62,12 +62,19 @@ def branch_from_delta(delta: DeltaFile) -> Branch:
     rs = int(info["position"]["source"])
     module = copy.deepcopy(nn.ModuleList(template.blocks[rs:]))
     masks = {k: v.bool() for k, v in _strip(t, "mask.").items()}
-    module.load_state_dict(unslice_state(_strip(t, "source."), masks, module, info["adapter"]["out_shape"]))
-    head_t = _strip(t, "head.")
-    head = nn.Linear(head_t["weight"].shape[1], head_t["weight"].shape[0])
-    head.load_state_dict(head_t)
-    adapter = build_adapter(**info["adapter"])
-    adapter.load_state_dict(_strip(t, "adapter."))
+    try:  # tensors that do not fit the recorded architecture and adapter: a format error, not a crash
+        module.load_state_dict(unslice_state(_strip(t, "source."), masks, module, info["adapter"]["out_shape"]))
+        head_t = _strip(t, "head.")
+        head = nn.Linear(head_t["weight"].shape[1], head_t["weight"].shape[0])
+        head.load_state_dict(head_t)
+        adapter = build_adapter(**info["adapter"])
+        adapter.load_state_dict(_strip(t, "adapter."))
+    except (RuntimeError, KeyError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DeltaFormatError(
+            f"delta {delta.name!r}: its tensors do not fit the recorded source and adapter ({first}); "
+            "see docs/delta-format.md"
+        ) from None
     branch = Branch(adapter=adapter, module=module, head=head, position=int(info["position"]["target"]),
                     source_position=rs, classes=list(info["classes"]))
     with torch.no_grad():  # absent calibration (optional in the format) means scale 1, bias 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from ..progress import NullProgress, Progress
 from ..search import PositionScore, SearchOutcome, search_positions
 from ..search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
 from ..selector import count_kept_params
-from ..surrogate import fit_surrogate
 from ..training import predict_logits
 from .branches import branch_from_delta, branch_tensors, source_info, target_info
 from .deltas import apply_delta
@@ -55,6 +54,7 @@ class CloneInputs:
     val: tuple[torch.Tensor, torch.Tensor] | None
     test: tuple[torch.Tensor, torch.Tensor]
     clone_set: ImageSet  # the cloned-class training samples (validation rows removed)
+    clone_pool: ImageSet  # every train-split sample of the cloned classes (where a given G may come from)
 
 
 def _renames(items: list[str] | None) -> dict[str, str]:
@@ -153,18 +153,19 @@ def gather_inputs(*, source: str | Path, target: str | Path, classes: str, data:
     val = (x[val_mask], y[val_mask]) if val_mask.any() else None
     return CloneInputs(src, tgt, chosen, new_names, [list(src.spec.classes).index(c) for c in chosen], data, target_data,
                        (x[~val_mask], y[~val_mask]), val, (torch.cat(test_x), torch.cat(test_y)),
-                       clone_train.subset(~val_mask[: len(clone_train)]))
+                       clone_train.subset(~val_mask[: len(clone_train)]),
+                       conform_set(load_data(data, classes=chosen, split="train", split_seed=split_seed), spec.in_channels, spec.input_size))
 
 
 def local_targets(inp: CloneInputs, sconfig: SurrogateConfig, surrogate: str | Path | None, device: torch.device,
                   progress: Progress) -> LocalTargets:
-    """G of the source on the cloned-class training images (method spec §2), restricted to C_f."""
-    if surrogate is not None:
-        result, images = load_or_compute(inp.source, inp.clone_set, sconfig, surrogate, device=device, progress=progress)
-        return LocalTargets(images, result, inp.class_index)
-    images = inp.clone_set.images[: sconfig.samples]
-    net = inp.source.network.to(device)
-    result = fit_surrogate(net, images, replace(sconfig, samples=len(images)), device=device, progress=progress)
+    """G of the source on cloned-class training images (method spec §2), restricted to C_f.
+
+    A given file may use any train-split samples of the cloned classes (never test ones); computed
+    on the fly, G uses the first ``samples`` of a seeded class-balanced draw of the training fraction.
+    """
+    pool = inp.clone_pool if surrogate is not None else inp.clone_set
+    result, images = load_or_compute(inp.source, pool, sconfig, surrogate, device=device, progress=progress)
     return LocalTargets(images, result, inp.class_index)
 
 

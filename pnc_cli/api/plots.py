@@ -43,7 +43,7 @@ def plot_search(scores: Sequence[Any], path: str | Path, *, title: str, force: b
     ax2.plot(xs, [100 * s.val_avg_acc for s in rows], "s--", color="tab:blue", label="val Avg Acc")
     ax2.plot(xs, [100 * s.val_tar_acc for s in rows], "^:", color="tab:green", label="val Tar Acc")
     ax2.set_ylabel("validation accuracy %")
-    fig.legend(loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.08))
+    fig.legend(loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.14))
     ax.set_title(title, fontsize=9)
     try:
         return save_figure(fig, path, force=force)

@@ -11,7 +11,6 @@ import traceback
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -27,6 +26,11 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split (same in every command).")]
+
+# Click's exception classes as Typer raises them (recent Typer vendors its own copy of Click, so
+# ``import click`` would name different classes); found through a public Typer class.
+ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_NoArgsIsHelp: Any = getattr(sys.modules[ClickException.__module__], "NoArgsIsHelpError", ())
 
 DEFAULT_DEVICE = "auto"
 SEED = DEFAULT_SEED
@@ -49,7 +53,7 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.error("interrupted; nothing was written")
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except (typer.Exit, typer.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, ClickException):
             raise
         except Exception as exc:  # unexpected: a bug or an environment problem
             if console.debug_enabled():
@@ -69,17 +73,17 @@ class OneLineErrorGroup(TyperGroup):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as exc:  # plain `pnc`: the help text
+        except _NoArgsIsHelp as exc:  # plain `pnc`: the help text
             exc.show()
             sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            message = " ".join(exc.format_message().split())
+        except ClickException as exc:
+            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
                 message += f" (see {ctx.command_path} --help)"
             console.error(message)
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        except typer.Abort:
             console.error("interrupted; nothing was written")
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -44,8 +44,25 @@ def ok(*args: Any) -> Any:
 
 
 def train(out: Path, arch: str, classes: str, *extra: Any, data: str | Path = "digits") -> Path:
-    ok("train", "--arch", arch, "--data", data, "--classes", classes, "--epochs", 3, "--lr", 0.01,
-       "--input-size", 16, "-o", out, "--quiet", *extra)
+    ok(
+        "train",
+        "--arch",
+        arch,
+        "--data",
+        data,
+        "--classes",
+        classes,
+        "--epochs",
+        3,
+        "--lr",
+        0.01,
+        "--input-size",
+        16,
+        "-o",
+        out,
+        "--quiet",
+        *extra,
+    )
     return out
 
 
@@ -79,15 +96,46 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 def at_one(models: SimpleNamespace) -> SimpleNamespace:
     """`pnc clone --position 1 --merged`: the delta, the cloned model and the JSON document."""
     d = models.dir
-    res = ok("clone", "-s", models.source, "-t", models.target, "-c", 5, *FAST, "--position", 1,
-             "-o", d / "p1.safetensors", "--merged", d / "p1-merged.safetensors", "--json")
-    return SimpleNamespace(doc=json.loads(res.stdout), delta=d / "p1.safetensors", merged=d / "p1-merged.safetensors")
+    res = ok(
+        "clone",
+        "-s",
+        models.source,
+        "-t",
+        models.target,
+        "-c",
+        5,
+        *FAST,
+        "--position",
+        1,
+        "-o",
+        d / "p1.safetensors",
+        "--merged",
+        d / "p1-merged.safetensors",
+        "--json",
+    )
+    return SimpleNamespace(
+        doc=json.loads(res.stdout), delta=d / "p1.safetensors", merged=d / "p1-merged.safetensors"
+    )
 
 
 # ----------------------------------------------------------------------------- the short form
-def test_short_form_uses_the_recorded_data_and_prints_one_json_document(models: SimpleNamespace, tmp_path: Path) -> None:
+def test_short_form_uses_the_recorded_data_and_prints_one_json_document(
+    models: SimpleNamespace, tmp_path: Path
+) -> None:
     out = tmp_path / "d.safetensors"
-    res = ok("clone", "--source", models.source, "--target", models.target, "--classes", 5, "-o", out, *FAST, "--json")
+    res = ok(
+        "clone",
+        "--source",
+        models.source,
+        "--target",
+        models.target,
+        "--classes",
+        5,
+        "-o",
+        out,
+        *FAST,
+        "--json",
+    )
     doc = json.loads(res.stdout)  # exactly one document: json.loads refuses trailing text
     assert JSON_KEYS <= set(doc)
     assert "using the source's recorded training data: digits" in res.stderr
@@ -96,7 +144,11 @@ def test_short_form_uses_the_recorded_data_and_prints_one_json_document(models: 
     for key in ("ori_acc", "tar_acc", "avg_acc", "locality"):
         assert 0.0 <= doc[key] <= 1.0, key
     assert doc["ori_acc"] > 0.5 and doc["tar_acc"] > 0.5  # 1 epoch on tiny models: sanity, not quality
-    assert 0.0 < doc["extra_params_ratio"] == pytest.approx(doc["extra_params"] / load_model(models.target).network.num_params())
+    assert (
+        0.0
+        < doc["extra_params_ratio"]
+        == pytest.approx(doc["extra_params"] / load_model(models.target).network.num_params())
+    )
     assert [s["position"] for s in doc["search"]] == [2, 1, 0]  # --position auto searched every boundary
     assert doc["position"] in (0, 1, 2) and doc["mode"] == "offline"
     delta = read_delta(out)
@@ -106,9 +158,30 @@ def test_short_form_uses_the_recorded_data_and_prints_one_json_document(models: 
 
 
 def test_table_output(models: SimpleNamespace, tmp_path: Path) -> None:
-    res = ok("clone", "-s", models.source, "-t", models.target, "-c", 5, *FAST, "--position", 2,
-             "-o", tmp_path / "d.safetensors", "--quiet")
-    for label in ("position search", "R*", "Ori Acc %", "Tar Acc %", "Avg Acc %", "locality %", "extra params"):
+    res = ok(
+        "clone",
+        "-s",
+        models.source,
+        "-t",
+        models.target,
+        "-c",
+        5,
+        *FAST,
+        "--position",
+        2,
+        "-o",
+        tmp_path / "d.safetensors",
+        "--quiet",
+    )
+    for label in (
+        "position search",
+        "R*",
+        "Ori Acc %",
+        "Tar Acc %",
+        "Avg Acc %",
+        "locality %",
+        "extra params",
+    ):
         assert label in res.stdout, label
     assert res.stderr == ""  # --quiet: no notes, no progress
 
@@ -137,8 +210,22 @@ def test_link_source_writes_an_online_delta_that_needs_its_source(
     models: SimpleNamespace, at_one: SimpleNamespace, tmp_path: Path, snapshot: Any
 ) -> None:
     online, cloned = tmp_path / "online.safetensors", tmp_path / "cloned.safetensors"
-    ok("clone", "-s", models.source, "-t", models.target, "-c", 5, *FAST, "--position", 1, "--link-source",
-       "-o", online, "--quiet")
+    ok(
+        "clone",
+        "-s",
+        models.source,
+        "-t",
+        models.target,
+        "-c",
+        5,
+        *FAST,
+        "--position",
+        1,
+        "--link-source",
+        "-o",
+        online,
+        "--quiet",
+    )
     delta = read_delta(online)
     assert delta.mode == "online" and not any(k.startswith("source.") for k in delta.tensors)
     assert delta.info["source"]["sha256"] == load_model(models.source).sha256
@@ -156,7 +243,9 @@ def test_link_source_writes_an_online_delta_that_needs_its_source(
 
 def test_mixed_pair_tiny_cnn_to_lenet5(models: SimpleNamespace, tmp_path: Path) -> None:
     out, cloned = tmp_path / "d.safetensors", tmp_path / "c.safetensors"
-    doc = json.loads(ok("clone", "-s", models.source, "-t", models.lenet, "-c", 5, *FAST, "-o", out, "--json").stdout)
+    doc = json.loads(
+        ok("clone", "-s", models.source, "-t", models.lenet, "-c", 5, *FAST, "-o", out, "--json").stdout
+    )
     assert [s["position"] for s in doc["search"]] == [2, 1, 0]
     info = read_delta(out).info
     assert (info["source"]["arch"], info["target"]["arch"]) == ("tiny_cnn", "lenet5")
@@ -171,8 +260,25 @@ def test_mixed_pair_tiny_cnn_to_lenet5(models: SimpleNamespace, tmp_path: Path) 
 def test_rename_lets_a_colliding_class_in(models: SimpleNamespace, tmp_path: Path) -> None:
     """lenet5 (0-4) as the source of class 2 for a target that already has a '2'."""
     out, cloned = tmp_path / "d.safetensors", tmp_path / "c.safetensors"
-    doc = json.loads(ok("clone", "-s", models.lenet, "-t", models.target, "-c", 2, "--rename", "2=two", *FAST,
-                        "--position", 1, "-o", out, "--json").stdout)
+    doc = json.loads(
+        ok(
+            "clone",
+            "-s",
+            models.lenet,
+            "-t",
+            models.target,
+            "-c",
+            2,
+            "--rename",
+            "2=two",
+            *FAST,
+            "--position",
+            1,
+            "-o",
+            out,
+            "--json",
+        ).stdout
+    )
     assert doc["classes"] == ["two"] and read_delta(out).classes == ["two"]
     assert read_delta(out).info["source_class_index"] == [2]
     res = ok("apply", "-t", models.target, "-d", out, "-o", cloned, "--json")
@@ -182,12 +288,29 @@ def test_rename_lets_a_colliding_class_in(models: SimpleNamespace, tmp_path: Pat
 def test_search_writes_a_plot_and_a_search_file(models: SimpleNamespace, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out, png = tmp_path / "search.safetensors", tmp_path / "p.png"
-    doc = json.loads(ok("search", "-s", models.source, "-t", models.target, "-c", 5, *FAST, "-o", out,
-                        "--plot", png, "--json").stdout)
+    doc = json.loads(
+        ok(
+            "search",
+            "-s",
+            models.source,
+            "-t",
+            models.target,
+            "-c",
+            5,
+            *FAST,
+            "-o",
+            out,
+            "--plot",
+            png,
+            "--json",
+        ).stdout
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and doc["plot"] == str(png)
     assert [s["position"] for s in doc["search"]] == [2, 1, 0] and JSON_KEYS <= set(doc)
     sf = read_search(out)
-    assert sf.curves["position"].tolist() == [2, 1, 0] and sf.delta.info["position"]["target"] == doc["position"]
+    assert (
+        sf.curves["position"].tolist() == [2, 1, 0] and sf.delta.info["position"]["target"] == doc["position"]
+    )
     assert json.loads(ok("info", out, "--json").stdout)["kind"] == "search"
 
 
@@ -196,20 +319,41 @@ def _bad(m: SimpleNamespace) -> dict[str, tuple[list[Any], int, str]]:
     s, t = m.source, m.target
     return {
         "class not in the source": (["clone", "-s", s, "-t", t, "-c", 3], 2, "unknown class '3'"),
-        "class the target has": (["clone", "-s", m.lenet, "-t", t, "-c", 2], 2, "already has class '2'; pass --rename"),
-        "rename onto a target class": (["clone", "-s", s, "-t", t, "-c", 5, "--rename", "5=0"], 2,
-                                       "already has class '0'; pass --rename 5=NEW_NAME"),
-        "rename two onto one name": (["clone", "-s", s, "-t", t, "-c", "5,6", "--rename", "5=x", "--rename", "6=x"], 2,
-                                     "the same name"),
+        "class the target has": (
+            ["clone", "-s", m.lenet, "-t", t, "-c", 2],
+            2,
+            "already has class '2'; pass --rename",
+        ),
+        "rename onto a target class": (
+            ["clone", "-s", s, "-t", t, "-c", 5, "--rename", "5=0"],
+            2,
+            "already has class '0'; pass --rename 5=NEW_NAME",
+        ),
+        "rename two onto one name": (
+            ["clone", "-s", s, "-t", t, "-c", "5,6", "--rename", "5=x", "--rename", "6=x"],
+            2,
+            "the same name",
+        ),
         "rename without =": (["clone", "-s", s, "-t", t, "-c", 5, "--rename", "5"], 2, "must be OLD=NEW"),
-        "data without the classes": (["clone", "-s", s, "-t", t, "-c", 5, "--data", m.low], 2,
-                                     "cannot supply the cloned classes 5"),
+        "data without the classes": (
+            ["clone", "-s", s, "-t", t, "-c", 5, "--data", m.low],
+            2,
+            "cannot supply the cloned classes 5",
+        ),
         "input size differs": (["clone", "-s", s, "-t", m.small, "-c", 5], 4, "takes 1x16px inputs"),
         "input channels differ": (["clone", "-s", m.rgb, "-t", t, "-c", 5], 4, "takes 3x16px inputs"),
         "position out of range": (["clone", "-s", s, "-t", t, "-c", 5, "--position", 3], 2, "out of range"),
         "negative position": (["clone", "-s", s, "-t", t, "-c", 5, "--position", -1], 2, "out of range"),
-        "position not a number": (["clone", "-s", s, "-t", t, "-c", 5, "--position", "last"], 2, "'auto' or a block index"),
-        "search file is a model": (["clone", "-s", s, "-t", t, "-c", 5, "--search", t], 2, "not a pnc search output"),
+        "position not a number": (
+            ["clone", "-s", s, "-t", t, "-c", 5, "--position", "last"],
+            2,
+            "'auto' or a block index",
+        ),
+        "search file is a model": (
+            ["clone", "-s", s, "-t", t, "-c", 5, "--search", t],
+            2,
+            "not a pnc search output",
+        ),
         "search: class not in the source": (["search", "-s", s, "-t", t, "-c", 3], 2, "unknown class '3'"),
         "search: input size differs": (["search", "-s", s, "-t", m.small, "-c", 5], 4, "takes 1x16px inputs"),
     }
@@ -254,7 +398,9 @@ def test_bad_input(models: SimpleNamespace, tmp_path: Path, case: str) -> None:
 
 
 @pytest.mark.parametrize("which", ["target", "source", "merged"])
-def test_outputs_never_overwrite_inputs_or_each_other(models: SimpleNamespace, tmp_path: Path, which: str) -> None:
+def test_outputs_never_overwrite_inputs_or_each_other(
+    models: SimpleNamespace, tmp_path: Path, which: str
+) -> None:
     out = tmp_path / "d.safetensors"
     args = ["clone", "-s", models.source, "-t", models.target, "-c", 5, *FAST, "--force"]
     if which == "merged":
@@ -266,5 +412,9 @@ def test_outputs_never_overwrite_inputs_or_each_other(models: SimpleNamespace, t
     before_models, before_tmp = dir_snapshot(models.dir), dir_snapshot(tmp_path)
     res = run(*args)
     assert res.exit_code == 2 and res.stdout == "", res.stderr
-    assert res.stderr.startswith("error:") and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (
+        res.stderr.startswith("error:")
+        and message in res.stderr
+        and len(res.stderr.strip().splitlines()) == 1
+    )
     assert dir_snapshot(models.dir) == before_models and dir_snapshot(tmp_path) == before_tmp

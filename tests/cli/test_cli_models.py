@@ -414,11 +414,23 @@ def test_cuda_without_cuda(run_cli, in_tmp: Path, tiny_target: Path, digit_png: 
     assert stdout == "" and list(in_tmp.iterdir()) == []
 
 
-def test_usage_errors_exit_2(run_cli) -> None:
-    code, _, stderr = run_cli("train", "--data", "digits", "-o", "x.safetensors")
-    assert code == 2 and "--arch" in stderr
-    code, _, _ = run_cli("no-such-command")
-    assert code == 2
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--data", "digits", "-o", "x.safetensors"], "Missing option '--arch'"),
+        (
+            ["train", "--arch", "tiny_cnn", "--data", "digits", "-o", "x", "--epochs", "many"],
+            "Invalid value for '--epochs'",
+        ),
+        (["info", "x.safetensors", "--jsn"], "No such option: --jsn"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(run_cli, in_tmp: Path, args: list[str], needle: str) -> None:
+    code, stdout, stderr = run_cli(*args)
+    assert code == 2 and stdout == ""
+    _one_error_line(stderr, needle, "--help")
+    assert list(in_tmp.iterdir()) == []
 
 
 # --- the error edge: tracebacks, interrupts, unexpected failures ------------------------------------------

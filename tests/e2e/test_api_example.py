@@ -14,8 +14,13 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def test_api_example_script_runs(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "cloned model: 6 outputs" in proc.stdout
     assert "identical to the original target: True" in proc.stdout
@@ -25,5 +30,5 @@ def test_api_example_script_runs(tmp_path: Path) -> None:
 def test_docs_show_the_example_script() -> None:
     """docs/api.md embeds the example verbatim (between its ```python fences)."""
     body = EXAMPLE.read_text()
-    main = body[body.index("def main"):body.index('if __name__ == "__main__":')].strip()
+    main = body[body.index("def main") : body.index('if __name__ == "__main__":')].strip()
     assert main in DOC.read_text()

@@ -40,7 +40,9 @@ def tensor_hashes(net: Network) -> dict[str, str]:
     out = {}
     for k, v in net.model.state_dict().items():
         t = v.detach().cpu().contiguous().reshape(-1)
-        out[k] = hashlib.sha256(str((t.dtype, tuple(t.shape))).encode() + t.view(torch.uint8).numpy().tobytes()).hexdigest()
+        out[k] = hashlib.sha256(
+            str((t.dtype, tuple(t.shape))).encode() + t.view(torch.uint8).numpy().tobytes()
+        ).hexdigest()
     return out
 
 
@@ -55,7 +57,9 @@ def setup(tiny_target: Path, tiny_source: Path) -> SimpleNamespace:
     target, source = load_model(tiny_target), load_model(tiny_source)
     spec = target.spec
     new = conform_set(load_data("digits", classes=["5"], split="train", fraction=0.3), 1, spec.input_size)
-    dom = conform_set(load_data("digits", classes=list(spec.classes), split="train", fraction=0.3), 1, spec.input_size)
+    dom = conform_set(
+        load_data("digits", classes=list(spec.classes), split="train", fraction=0.3), 1, spec.input_size
+    )
     pseudo = predict_logits(target.network, dom.images).argmax(1)
     x = torch.cat([new.images, dom.images])
     y = torch.cat([new.labels + spec.num_classes, pseudo])
@@ -66,8 +70,15 @@ def setup(tiny_target: Path, tiny_source: Path) -> SimpleNamespace:
 
 def _cloned(s: SimpleNamespace, position: int) -> ClonedModel:
     spec = s.target.spec
-    branch = new_branch(s.target.network, s.source.network, position=position, class_index=[0], classes=["5"],
-                        in_channels=spec.in_channels, input_size=spec.input_size)
+    branch = new_branch(
+        s.target.network,
+        s.source.network,
+        position=position,
+        class_index=[0],
+        classes=["5"],
+        in_channels=spec.in_channels,
+        input_size=spec.input_size,
+    )
     return ClonedModel(s.target.network, list(spec.classes), {"new": branch})
 
 
@@ -108,8 +119,16 @@ def test_whole_clone_leaves_the_loaded_models_bit_identical(
 
     monkeypatch.setattr(cloning, "load_model", capture)
     files = {p: p.read_bytes() for p in (tiny_target, tiny_source)}
-    cloning.clone(source=tiny_source, target=tiny_target, classes="5", output=tmp_path / "d.safetensors",
-                  position="auto", config=replace(FAST, epochs=1), surrogate_config=SURROGATE, device="cpu")
+    cloning.clone(
+        source=tiny_source,
+        target=tiny_target,
+        classes="5",
+        output=tmp_path / "d.safetensors",
+        position="auto",
+        config=replace(FAST, epochs=1),
+        surrogate_config=SURROGATE,
+        device="cpu",
+    )
     assert [m.path for m in loaded] == [tiny_source, tiny_target]
     for m in loaded:
         assert tensor_hashes(m.network) == tensor_hashes(load_model(m.path).network), m.path
@@ -127,7 +146,9 @@ def test_masks_are_binary_with_at_least_one_channel_per_layer(setup: SimpleNames
     assert set(result.masks) == set(layers)
     for name, m in result.masks.items():
         assert m.dtype == torch.bool and m.ndim == 1 and m.any(), name
-        assert len(m) == (layers[name].out_channels if hasattr(layers[name], "out_channels") else layers[name].out_features)
+        assert len(m) == (
+            layers[name].out_channels if hasattr(layers[name], "out_channels") else layers[name].out_features
+        )
     kept = sum(int(m.sum()) for m in result.masks.values()) / sum(m.numel() for m in result.masks.values())
     assert result.kept_fraction == pytest.approx(kept)
     assert kept < 1.0  # the pressure did drop filters
@@ -178,7 +199,9 @@ def test_only_adapter_head_and_calibration_change(setup: SimpleNamespace) -> Non
     cloned = _cloned(setup, 1)
     branch = cloned.branches["new"]
     before = {k: v.clone() for k, v in branch.named_parameters()}
-    result = train_branch(cloned, "new", setup.source.network, setup.x, setup.y, setup.local, replace(FAST, epochs=1))
+    result = train_branch(
+        cloned, "new", setup.source.network, setup.x, setup.y, setup.local, replace(FAST, epochs=1)
+    )
     after = dict(branch.named_parameters())
     assert not torch.equal(after["calibration"], before["calibration"])
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("adapter."))
@@ -194,8 +217,16 @@ def test_only_adapter_head_and_calibration_change(setup: SimpleNamespace) -> Non
 # ----------------------------------------------------------------------------- determinism
 def test_same_seed_gives_the_same_delta_bytes(tiny_target: Path, tiny_source: Path, tmp_path: Path) -> None:
     run: Callable[[str], Path] = lambda name: Path(  # noqa: E731
-        cloning.clone(source=tiny_source, target=tiny_target, classes="5", output=tmp_path / name, position=1,
-                      config=replace(FAST, epochs=1), surrogate_config=SURROGATE, device="cpu")["output"]
+        cloning.clone(
+            source=tiny_source,
+            target=tiny_target,
+            classes="5",
+            output=tmp_path / name,
+            position=1,
+            config=replace(FAST, epochs=1),
+            surrogate_config=SURROGATE,
+            device="cpu",
+        )["output"]
     )
     a, b = run("a.safetensors"), run("b.safetensors")
     assert a.read_bytes() == b.read_bytes()

@@ -17,6 +17,7 @@ from pnc_cli.architectures import Network, build_network
 from pnc_cli.clone_training import bake_masks
 from pnc_cli.cloned_model import Branch, ClonedModel, last_linear, new_branch, source_position
 from pnc_cli.delta import DeltaFile, read_delta, write_delta
+from pnc_cli.errors import DeltaFormatError
 from pnc_cli.selector import maskable_layers
 
 torch.set_num_threads(1)
@@ -127,7 +128,9 @@ def test_source_position_formula(target_blocks: int, source_blocks: int, expecte
         assert rs == min(math.ceil(r * source_blocks / target_blocks), source_blocks - 1)
 
 
-@pytest.mark.parametrize(("target_arch", "source_arch"), [("tiny_cnn", "tiny_resnet"), ("tiny_resnet", "tiny_cnn")])
+@pytest.mark.parametrize(
+    ("target_arch", "source_arch"), [("tiny_cnn", "tiny_resnet"), ("tiny_resnet", "tiny_cnn")]
+)
 def test_heterogeneous_branch_uses_the_ceil_cut(target_arch: str, source_arch: str) -> None:
     """3 vs 5 blocks: the branch copies source blocks [R_s:] and maps the shapes with its adapter."""
     target, source = _net(target_arch, TARGET_CLASSES, 0), _net(source_arch, SOURCE_CLASSES, 1)
@@ -149,7 +152,13 @@ def test_heterogeneous_branch_uses_the_ceil_cut(target_arch: str, source_arch: s
 def test_new_branch_head_is_initialised_from_source_rows() -> None:
     target, source = _net("tiny_cnn", TARGET_CLASSES, 0), _net("tiny_cnn", SOURCE_CLASSES, 1)
     branch = new_branch(
-        target, source, position=1, class_index=[3, 1], classes=["8", "6"], in_channels=CHANNELS, input_size=SIZE
+        target,
+        source,
+        position=1,
+        class_index=[3, 1],
+        classes=["8", "6"],
+        in_channels=CHANNELS,
+        input_size=SIZE,
     )
     src = last_linear(source.classifier)
     assert torch.equal(branch.head.weight, src.weight[[3, 1]])
@@ -167,7 +176,13 @@ def test_adapter_is_identity_at_init_for_same_arch(arch: str) -> None:
     x = _images()
     for r in range(target.num_blocks):
         branch = new_branch(
-            target, source, position=r, class_index=[0, 2], classes=["5", "7"], in_channels=CHANNELS, input_size=SIZE
+            target,
+            source,
+            position=r,
+            class_index=[0, 2],
+            classes=["5", "7"],
+            in_channels=CHANNELS,
+            input_size=SIZE,
         ).eval()
         h = target.features(x, r)
         with torch.no_grad():
@@ -193,13 +208,22 @@ def _delta(branch: Branch, masks: dict[str, torch.Tensor], target: Network, sour
     info = {
         "target": {"sha256": "0" * 64, "arch": target.arch, "classes": TARGET_CLASSES, "input": io},
         "source": {
-            "sha256": "1" * 64, "arch": source.arch, "arch_kwargs": {}, "classes": SOURCE_CLASSES, "input": io,
-            "normalization": {"mean": [0.3], "std": [0.4]}, "num_blocks": source.num_blocks,
+            "sha256": "1" * 64,
+            "arch": source.arch,
+            "arch_kwargs": {},
+            "classes": SOURCE_CLASSES,
+            "input": io,
+            "normalization": {"mean": [0.3], "std": [0.4]},
+            "num_blocks": source.num_blocks,
         },
         "classes": branch.classes,
         "source_class_index": [SOURCE_CLASSES.index(c) for c in branch.classes],
-        "position": {"target": branch.position, "source": branch.source_position,
-                     "target_blocks": target.num_blocks, "source_blocks": source.num_blocks},
+        "position": {
+            "target": branch.position,
+            "source": branch.source_position,
+            "target_blocks": target.num_blocks,
+            "source_blocks": source.num_blocks,
+        },
         "adapter": branch.adapter.config(),
         "mode": "offline",
         "config": {},
@@ -218,7 +242,9 @@ def _delta(branch: Branch, masks: dict[str, torch.Tensor], target: Network, sour
         ("tiny_cnn", "tiny_resnet", 2),
     ],
 )
-def test_branch_from_delta_reproduces_the_branch(tmp_path: Path, target_arch: str, source_arch: str, position: int) -> None:
+def test_branch_from_delta_reproduces_the_branch(
+    tmp_path: Path, target_arch: str, source_arch: str, position: int
+) -> None:
     """Offline: the delta file alone (no source model) rebuilds a branch with bit-identical outputs."""
     target, source = _net(target_arch, TARGET_CLASSES, 0), _net(source_arch, SOURCE_CLASSES, 1)
     branch = _branch(target, source, position, [0, 3])
@@ -231,7 +257,11 @@ def test_branch_from_delta_reproduces_the_branch(tmp_path: Path, target_arch: st
     assert {k.split(".")[0] for k in delta.tensors} <= {"adapter", "source", "mask", "head", "calibration"}
     del source  # nothing below may need it
     rebuilt = branch_from_delta(delta)
-    assert (rebuilt.position, rebuilt.source_position, rebuilt.classes) == (position, branch.source_position, ["5", "8"])
+    assert (rebuilt.position, rebuilt.source_position, rebuilt.classes) == (
+        position,
+        branch.source_position,
+        ["5", "8"],
+    )
     x = _images(5)
     h = target.features(x, position)
     with torch.no_grad():
@@ -253,3 +283,13 @@ def test_online_delta_tensors_hold_no_source_weights() -> None:
     assert all(online[k].dtype == torch.uint8 for k in online if k.startswith("mask."))
     offline = branch_tensors(branch, masks, online=False)
     assert set(offline) - set(online) == {k for k in offline if k.startswith("source.")}
+
+
+def test_delta_tensors_that_do_not_fit_are_a_format_error() -> None:
+    """A delta whose adapter tensors do not match its recorded adapter is refused cleanly (exit 2)."""
+    target, source = _net("tiny_cnn", TARGET_CLASSES, 0), _net("tiny_cnn", SOURCE_CLASSES, 1)
+    branch = _branch(target, source, 1, [0])
+    delta = _delta(branch, _random_masks(branch, seed=0), target, source)
+    delta.tensors = {k.replace("adapter.conv.", "adapter."): v for k, v in delta.tensors.items()}
+    with pytest.raises(DeltaFormatError, match="do not fit the recorded source and adapter"):
+        branch_from_delta(delta)
