@@ -6,6 +6,7 @@ renders. No typer, no rich, no printing.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -17,13 +18,17 @@ import torch
 from .. import __version__
 from ..architectures import get_architecture, list_architectures
 from ..checkpoint import ModelSpec, build_from_spec, load_model, save_model
+from ..cloned_model import ClonedModel
 from ..config import TrainConfig
 from ..data import BUILTINS, ImageSet, conform, conform_set, load_data, parse_classes, read_raw
+from ..delta import KIND_CLONED, file_kind
 from ..device import resolve_device, seed_everything
 from ..errors import DataError, UsageError
 from ..fileio import check_output, read_header
 from ..progress import Progress
 from ..training import accuracy, fit_classifier, per_class_accuracy, predict_logits, recalibrate_batchnorm
+from .branches import load_cloned
+from .evaluation import evaluate_cloned
 
 MIN_NATIVE_SIZE = 16
 log = logging.getLogger(__name__)
@@ -136,6 +141,10 @@ def evaluate_model(
     device: str = "auto",
     load_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Accuracy overall and per class; on a cloned model also Ori/Tar/Avg Acc, locality, extra params."""
+    if file_kind(model) == KIND_CLONED:
+        return evaluate_cloned(model=model, data=data, classes=classes, split=split, split_seed=split_seed,
+                               device=device, eval_data=eval_data_for)
     loaded = load_model(model, **(load_overrides or {}))
     dev = resolve_device(device)
     ds = eval_data_for(loaded.spec, data, classes, split, split_seed)
@@ -168,19 +177,28 @@ def _read_image(path: Path) -> torch.Tensor:
 def predict_images(*, model: str | Path, images: list[str], top: int = 3, device: str = "auto") -> dict[str, Any]:
     if not images:
         raise UsageError("give at least one image file")
-    loaded = load_model(model)
-    spec = loaded.spec
+    if file_kind(model) == KIND_CLONED:
+        cloned, spec, _ = load_cloned(model)
+        forward: Any = cloned
+        classes = cloned.classes
+    else:
+        loaded = load_model(model)
+        spec, forward, classes = loaded.spec, loaded.network, list(loaded.spec.classes)
     batch = torch.cat([conform(_read_image(Path(p)), spec.in_channels, spec.input_size) for p in images])
     dev = resolve_device(device)
-    probs = predict_logits(loaded.network.to(dev), batch, device=dev).softmax(1)
-    k = min(top, len(spec.classes))
+    if isinstance(forward, ClonedModel):
+        forward.to_device(dev)
+    else:
+        forward.to(dev)
+    probs = predict_logits(forward, batch, device=dev).softmax(1)
+    k = min(top, len(classes))
     results = []
     for path, p in zip(images, probs, strict=True):
         vals, idx = p.topk(k)
         results.append({
             "image": path,
-            "prediction": spec.classes[int(idx[0])],
-            "top": [{"class": spec.classes[int(i)], "probability": float(v)} for v, i in zip(vals, idx, strict=True)],
+            "prediction": classes[int(idx[0])],
+            "top": [{"class": classes[int(i)], "probability": float(v)} for v, i in zip(vals, idx, strict=True)],
         })
     return {"model": str(model), "predictions": results}
 
@@ -208,10 +226,44 @@ def file_info(path: str | Path) -> dict[str, Any]:
     else:
         info.setdefault("arch", meta.get("pnc.arch"))
         info.setdefault("classes", None)
-    extra = {k: v for k, v in meta.items() if k.startswith("pnc.") and k.replace("pnc.", "") not in info and k not in (
-        "pnc.arch_kwargs", "pnc.input", "pnc.normalization", "pnc.training", "pnc.kind")}
-    info["metadata"] = extra
+    info.update(_kind_summary(info["kind"], meta))
+    shown = {"pnc.arch", "pnc.arch_kwargs", "pnc.input", "pnc.normalization", "pnc.training", "pnc.kind", "pnc.classes",
+             "pnc.format_version", "pnc.writer", "pnc.sha256", "pnc.deltas", "pnc.target_metadata"}
+    info["metadata"] = {k: v for k, v in meta.items() if k.startswith("pnc.") and k not in shown
+                        and not k.startswith(("pnc.delta.", "pnc.surrogate."))}
     return info
+
+
+def _loads(meta: dict[str, str], key: str) -> Any:
+    try:
+        return json.loads(meta[key]) if key in meta else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _delta_summary(info: dict[str, Any]) -> dict[str, Any]:
+    pos = info.get("position") or {}
+    return {
+        "name": info.get("name"), "classes": info.get("classes"), "mode": info.get("mode"),
+        "position": pos.get("target"), "source_position": pos.get("source"),
+        "target_sha256": (info.get("target") or {}).get("sha256"), "source": {
+            k: (info.get("source") or {}).get(k) for k in ("arch", "sha256", "classes")},
+        "extra_params": info.get("extra_params"), "metrics": info.get("metrics"), "seed": info.get("seed"),
+    }
+
+
+def _kind_summary(kind: str, meta: dict[str, str]) -> dict[str, Any]:
+    """The few facts a reader wants from a delta, search, cloned or surrogate header."""
+    if kind in ("delta", "search"):
+        info = {k[len("pnc.delta."):]: _loads(meta, k) for k in meta if k.startswith("pnc.delta.")}
+        return {"delta": _delta_summary(info)}
+    if kind == "cloned":
+        deltas = _loads(meta, "pnc.deltas") or []
+        return {"target_sha256": meta.get("pnc.target_sha256"),
+                "deltas": [_delta_summary({**d.get("info", {}), "name": d.get("name")}) for d in deltas]}
+    if kind == "surrogate":
+        return {"surrogate": {k[len("pnc.surrogate."):]: _loads(meta, k) for k in meta if k.startswith("pnc.surrogate.")}}
+    return {}
 
 
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
