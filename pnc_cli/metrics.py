@@ -1,11 +1,18 @@
 """Cloning metrics (method spec §7; seed Tables 2-6): Ori/Tar/Avg Acc, locality, extra params.
 
-Layer L2 (torch only).
+Layer L2 (torch; uses the surrogate and ZEST alignment for the ZEST locality distance).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import torch
+
+from .config import SurrogateConfig
+from .surrogate import draw_masks, fit_surrogate
+from .zest import zest_distance
 
 
 def cloning_metrics(
@@ -41,3 +48,27 @@ def cloning_metrics(
     if target_pred is not None and is_ori.any():
         out["locality"] = float((pred[is_ori] == target_pred[is_ori]).float().mean())
     return out
+
+
+LOCALITY_SURROGATE = SurrogateConfig(samples=20, masks=50, grid=4)
+
+
+def zest_locality(
+    target: Callable[[torch.Tensor], torch.Tensor],
+    cloned: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    config: SurrogateConfig = LOCALITY_SURROGATE,
+) -> float:
+    """ZEST distance between target and cloned model on softmax outputs (method spec §6-7).
+
+    Both local model sets are fitted on the same images (target-class samples) and the same masks;
+    columns are aligned greedily, so the cloned model's extra classes are dropped. 0 = same local
+    behaviour around those images.
+    """
+    images = images[: config.samples]
+    grid = min(config.grid, int(images.shape[-1]), int(images.shape[-2]))
+    cfg = replace(config, grid=grid, samples=len(images))
+    masks = draw_masks(cfg.masks, grid, cfg.masking_rate, torch.Generator().manual_seed(cfg.seed))
+    g_t = fit_surrogate(lambda x: target(x).softmax(1), images, cfg, masks=masks)
+    g_c = fit_surrogate(lambda x: cloned(x).softmax(1), images, cfg, masks=masks)
+    return zest_distance(g_t.theta, g_c.theta)

@@ -24,7 +24,7 @@ from ..delta import DeltaFile, write_delta
 from ..device import resolve_device, seed_everything
 from ..errors import DataError, IncompatibleError, UsageError
 from ..fileio import check_output, content_sha256
-from ..metrics import cloning_metrics
+from ..metrics import cloning_metrics, zest_locality
 from ..progress import NullProgress, Progress
 from ..search import PositionScore, SearchOutcome, search_positions
 from ..search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
@@ -204,6 +204,8 @@ def evaluate_branch(inp: CloneInputs, branch: Branch, device: torch.device) -> d
     target_pred = predict_logits(inp.target.network, x, device=device).argmax(1)
     m = cloning_metrics(pred, y, spec.num_classes, target_pred=target_pred)
     m["target_ori_acc"] = cloning_metrics(target_pred, y, spec.num_classes)["ori_acc"]
+    ori = x[y < spec.num_classes]
+    m["zest_distance"] = zest_locality(inp.target.network, cloned, ori) if len(ori) else None
     return m
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..data import ImageSet
 from ..device import resolve_device
-from ..metrics import cloning_metrics
+from ..metrics import cloning_metrics, zest_locality
 from ..training import accuracy, per_class_accuracy, predict_logits
 from .branches import load_cloned
 
@@ -30,6 +30,8 @@ def evaluate_cloned(*, model: str | Path, data: str, classes: str | None, split:
     pred = predict_logits(cloned, ds.images, device=dev).argmax(1)
     target_pred = predict_logits(cloned.target, ds.images, device=dev).argmax(1)
     m = cloning_metrics(pred, ds.labels, spec.num_classes, target_pred=target_pred)
+    ori = ds.images[ds.labels < spec.num_classes]
+    zest = zest_locality(cloned.target, cloned, ori) if len(ori) else None
     extra = sum(d.num_params for d in cf.deltas)
     target_params = cloned.target.num_params()
     return {
@@ -37,5 +39,5 @@ def evaluate_cloned(*, model: str | Path, data: str, classes: str | None, split:
         "deltas": [d.name for d in cf.deltas], "classes": all_classes,
         "accuracy": accuracy(pred, ds.labels), "per_class": per_class_accuracy(pred, ds.labels, all_classes),
         "ori_acc": m["ori_acc"], "tar_acc": m["tar_acc"], "avg_acc": m["avg_acc"], "mean_acc": m["mean_acc"],
-        "locality": m.get("locality"), "extra_params": extra, "extra_params_ratio": extra / target_params,
+        "locality": m.get("locality"), "zest_distance": zest, "extra_params": extra, "extra_params_ratio": extra / target_params,
     }

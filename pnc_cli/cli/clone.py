@@ -61,7 +61,8 @@ def _render(doc: dict[str, Any], title: str) -> None:
         ("R*", doc["position"]), ("classes", ",".join(doc["classes"])),
         ("Ori Acc %", console.pct(doc["ori_acc"])), ("Tar Acc %", console.pct(doc["tar_acc"])),
         ("Avg Acc %", console.pct(doc["avg_acc"])), ("target alone, Ori %", console.pct(doc["target_ori_acc"])),
-        ("locality %", console.pct(doc.get("locality"))), ("extra params", f"{doc['extra_params']} ({doc['extra_params_ratio']:.3f}× target)"),
+        ("locality %", console.pct(doc.get("locality"))), ("zest distance", doc.get("zest_distance")),
+        ("extra params", f"{doc['extra_params']} ({doc['extra_params_ratio']:.3f}× target)"),
         ("output", doc["output"]), ("seconds", f"{doc['seconds']:.1f}"), ("seed", doc["seed"]),
     ])
 

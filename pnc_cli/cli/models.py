@@ -143,9 +143,14 @@ def evaluate(
         return
     console.table(f"{model} on {data} ({split}, {doc['num_samples']} samples)", ["class", "accuracy %"],
                   [(c, console.pct(a)) for c, a in doc["per_class"].items()] + [("all", console.pct(doc["accuracy"]))])
-    for key in ("ori_acc", "tar_acc", "avg_acc", "locality", "extra_params_ratio"):
-        if key in doc:
-            console.note(f"{key}: {console.fmt(doc[key])}", quiet=False)
+    if doc.get("kind") == "cloned":
+        console.key_values(f"cloned model: target + {', '.join(doc['deltas'])}", [
+            ("Ori Acc % (target classes)", console.pct(doc["ori_acc"])), ("Tar Acc % (cloned classes)", console.pct(doc["tar_acc"])),
+            ("Avg Acc % (pooled)", console.pct(doc["avg_acc"])), ("mean of Ori and Tar %", console.pct(doc["mean_acc"])),
+            ("locality % (same prediction as the target)", console.pct(doc["locality"])),
+            ("zest distance to the target", doc.get("zest_distance")),
+            ("extra params", f"{doc['extra_params']} ({doc['extra_params_ratio']:.3f}× target)"),
+        ])
 
 
 @handle_errors

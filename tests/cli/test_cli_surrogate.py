@@ -70,7 +70,7 @@ def test_json_is_one_document_and_info_shows_the_file(tmp_path: Path, files: dic
     assert res.exit_code == 0, res.stderr
     info = json.loads(res.stdout)
     assert info["kind"] == "surrogate" and info["sha256"] == doc["sha256"]
-    assert json.loads(info["metadata"]["pnc.surrogate.config"])["masks"] == 8
+    assert info["surrogate"]["config"]["masks"] == 8
 
     res = run("surrogate", "-m", files["model"], "-d", "digits", *FAST, "-o", out)  # exists, no --force
     assert res.exit_code == EXIT_USAGE and "--force" in res.stderr

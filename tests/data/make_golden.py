@@ -2,7 +2,7 @@
 
 ``python tests/data/make_golden.py`` (re)writes ``delta_v1_tiny.safetensors`` from seed 0. Run it only to
 create a golden file for a NEW format version (under a new name); the committed v1 file must keep
-loading in every future pnc (docs/delta-format.md, "Version policy").
+loading — and running — in every future pnc (docs/delta-format.md, "Version policy").
 
 The helpers build synthetic deltas of the right shape and schema for ``tiny_cnn`` models (1 channel,
 16 px, 3 blocks), without training: the tests here are about the file format, not about accuracy.
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pnc_cli.adapter import build_adapter
 from pnc_cli.architectures import Network, build_network
 from pnc_cli.checkpoint import ModelSpec, save_model
 from pnc_cli.delta import DeltaFile, write_delta
@@ -64,18 +65,18 @@ def make_delta(
         keep = torch.rand(layer.out_channels, generator=g) > 0.4
         keep[0] = True
         masks[layer_name] = keep
-    width = 8 * 2 ** (position - 1)
-    tensors = {
-        "adapter.weight": torch.randn(width, width, 1, 1, generator=g),
-        "adapter.bias": torch.randn(width, generator=g),
+    shape = source_net.block_shapes(CHANNELS, SIZE)[position]
+    adapter = build_adapter(shape, shape)
+    tensors = {f"adapter.{k}": v + 0.01 * torch.randn(v.shape, generator=g) for k, v in adapter.state_dict().items()}
+    tensors.update({
         "head.weight": torch.randn(len(classes), 32, generator=g),
         "head.bias": torch.randn(len(classes), generator=g),
         "calibration.scale": torch.ones(1),
         "calibration.bias": torch.zeros(1),
-    }
+    })
     tensors.update({f"mask.{k}": v.to(torch.uint8) for k, v in masks.items()})
     if mode == "offline":
-        tensors.update({f"source.{k}": v.clone() for k, v in slice_state(module, masks).items()})
+        tensors.update({f"source.{k}": v.clone() for k, v in slice_state(module, masks, shape).items()})
     io = {"channels": CHANNELS, "size": SIZE}
     info = {
         "target": {"sha256": target_sha, "arch": ARCH, "classes": list(TARGET_CLASSES), "input": io},
@@ -96,10 +97,7 @@ def make_delta(
             "target_blocks": BLOCKS,
             "source_blocks": BLOCKS,
         },
-        "adapter": {
-            "in_shape": [width, SIZE // 2**position, SIZE // 2**position],
-            "out_shape": [width, 8, 8],
-        },
+        "adapter": adapter.config(),
         "mode": mode,
         "config": {"epochs": 1, "fraction": 0.3},
         "seed": seed,

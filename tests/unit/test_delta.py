@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from pnc_cli.api import apply_delta, file_info, read_delta_info, remove_delta
+from pnc_cli.api import apply_delta, file_info, load_cloned, read_delta_info, remove_delta
 from pnc_cli.delta import (
     CLONED_PREFIX,
     OPTIONAL_INFO,
@@ -284,3 +284,17 @@ def test_info_works_on_delta_and_cloned_files(env: SimpleNamespace) -> None:
 def test_deltafile_name_is_in_info() -> None:
     d = DeltaFile("a", {"head.weight": torch.zeros(1, 2)}, {"classes": ["x"]})
     assert d.info["name"] == "a" and d.num_params == 2
+
+
+def test_golden_v1_file_still_runs(tmp_path: Path) -> None:
+    """The golden delta applies to its target and the cloned model runs: target logits unchanged."""
+    target = tmp_path / "t.safetensors"
+    net, _ = tiny_model_file(target, TARGET_CLASSES, seed=0)
+    apply_delta(target=target, deltas=[GOLDEN], output=tmp_path / "c.safetensors")
+    cloned, _, _ = load_cloned(tmp_path / "c.safetensors")
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        out = cloned(x)
+        ref = net.eval()(x)
+    assert out.shape == (3, len(TARGET_CLASSES) + 1) and cloned.classes == [*TARGET_CLASSES, "5"]
+    assert torch.equal(out[:, : len(TARGET_CLASSES)], ref)
