@@ -15,6 +15,15 @@ Column modes (which columns of a source take part):
   the target.
 - ``"cloned"``: only the source columns of the requested classes (the ones a clone would copy),
   aligned against the target's columns.
+
+Score modes (``SCORE_MODES``):
+
+- ``"similarity"`` (default): the seed's Eq. 7 above.
+- ``"evidence"`` (not in the seed; docs/ranking.md, docs/benchmarks.md): how strongly the content of the
+  samples of each requested class drives the source's own logit for that class,
+  ``mean_c mean_{i of class c} sum_h Θ_s[i, h, col(c)]`` -- the logit of the full image minus that of
+  the image with every patch replaced by its mean colour, as the local model explains it. It needs no
+  target and is in logit units (comparable between sources, but their logit scales enter it).
 """
 
 from __future__ import annotations
@@ -26,9 +35,17 @@ import torch
 from .errors import ConfigError
 from .zest import aligned_similarity
 
-__all__ = ["COLUMN_MODES", "restrict_columns", "score_sources"]
+__all__ = [
+    "COLUMN_MODES",
+    "SCORE_MODES",
+    "class_evidence",
+    "rank_scores",
+    "restrict_columns",
+    "score_sources",
+]
 
 COLUMN_MODES = ("all", "cloned")
+SCORE_MODES = ("similarity", "evidence")
 
 
 def restrict_columns(theta: torch.Tensor, columns: Sequence[int] | None) -> torch.Tensor:
@@ -48,6 +65,37 @@ def restrict_columns(theta: torch.Tensor, columns: Sequence[int] | None) -> torc
             f"column {bad[0]} is out of range for a local model set with {theta.shape[-1]} columns"
         )
     return theta.index_select(-1, torch.tensor(idx, dtype=torch.int64, device=theta.device))
+
+
+def class_evidence(theta: torch.Tensor, columns: Sequence[int], labels: torch.Tensor | None = None) -> float:
+    """Mean total patch attribution of each requested class's column on the samples of that class.
+
+    Args:
+        theta: ``[N, P, C]`` local model set of a source.
+        columns: the source column of each requested class (``columns[k]`` for class ``k``).
+        labels: ``[N]`` index ``k`` of each sample's class; None uses every sample for every column.
+
+    Returns:
+        ``mean_k mean_{i: labels[i] == k} sum_h theta[i, h, columns[k]]`` (classes without samples are
+        left out of the mean).
+
+    Raises:
+        ConfigError: no columns, a column out of range, or no sample of any requested class.
+    """
+    picked = restrict_columns(theta, columns).to(torch.float64).sum(dim=1)  # [N, K]
+    values = []
+    for k in range(picked.shape[1]):
+        rows = picked[:, k] if labels is None else picked[labels.to(picked.device) == k, k]
+        if rows.numel():
+            values.append(rows.mean())
+    if not values:
+        raise ConfigError("no sample of the requested classes to measure the evidence on")
+    return float(torch.stack(values).mean())
+
+
+def rank_scores(scores: Mapping[str, float]) -> list[tuple[str, float]]:
+    """``(name, score)`` highest first, ties broken by name."""
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
 def score_sources(
@@ -73,8 +121,9 @@ def score_sources(
         DataError: NaN or inf in a local model set.
     """
     columns = source_columns or {}
-    scored = [
-        (name, aligned_similarity(target_theta, restrict_columns(theta, columns.get(name))))
-        for name, theta in source_thetas.items()
-    ]
-    return sorted(scored, key=lambda item: (-item[1], item[0]))
+    return rank_scores(
+        {
+            name: aligned_similarity(target_theta, restrict_columns(theta, columns.get(name)))
+            for name, theta in source_thetas.items()
+        }
+    )

@@ -13,7 +13,8 @@ Steps:
    size and channels: masks live on a patch grid, so models with different input sizes compare) and
    on B. With ``surrogates_dir`` a file per model is reused when its model sha256, samples, masks and
    settings match, and written otherwise (named ``<model sha>-<data hash>-<config hash>.safetensors``).
-4. Score = ZEST-aligned cosine similarity of the target's and the source's Θ (``pnc_cli.ranking``).
+4. Score = ZEST-aligned cosine similarity of the target's and the source's Θ (``pnc_cli.ranking``);
+   with ``score="evidence"`` the sources are ranked by ``ranking.class_evidence`` instead.
 
 A source that cannot be read, lacks a requested class, or whose G cannot be computed is listed as
 ineligible with the reason; the others are still ranked. ``failed`` counts the ineligible sources
@@ -40,7 +41,7 @@ from ..device import resolve_device
 from ..errors import PncError, RuntimeFailure, UsageError
 from ..fileio import check_output
 from ..progress import NullProgress, Progress
-from ..ranking import COLUMN_MODES, score_sources
+from ..ranking import COLUMN_MODES, SCORE_MODES, class_evidence, rank_scores, score_sources
 from ..surrogate import draw_masks
 from ..surrogate_file import SurrogateFile, read_surrogate, write_surrogate
 from .surrogates import samples_sha256, select_samples, surrogate_file_for, surrogate_for
@@ -137,6 +138,8 @@ def _row(
         "rank": None,
         "source": source,
         "score": None,
+        "similarity": None,
+        "evidence": None,
         "arch": model.spec.arch if model is not None else None,
         "params": model.network.num_params() if model is not None else None,
         "seconds": seconds,
@@ -167,6 +170,7 @@ def rank_sources(
     config: SurrogateConfig | None = None,
     surrogates_dir: str | Path | None = None,
     columns: str = "all",
+    score: str = "similarity",
     device: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -181,14 +185,16 @@ def rank_sources(
         config: Samples, masks, grid, masking rate, sigma, ridge and seed of the local model sets.
         surrogates_dir: Directory of cached local model sets (created when missing).
         columns: ``"all"`` (the seed: every source column) or ``"cloned"`` (only the source columns
-            of ``classes``).
+            of ``classes``) for the similarity.
+        score: what ranks the sources: ``"similarity"`` (seed Eq. 7, default) or ``"evidence"``
+            (``pnc_cli.ranking.class_evidence``); every row carries both.
         device: auto, cpu or cuda.
         progress: Receives one ``"surrogate"`` stage per model whose G is computed.
 
     Returns:
-        ``{"ranking": [{"rank", "source", "score", "arch", "params", "seconds", "eligible", "reason",
-        "cached", "classes"}], "target", "classes", "data", "samples", "masks", "grid", "columns",
-        "seed", "failed", "seconds"}``; eligible rows first, highest score first (ties by name), then
+        ``{"ranking": [{"rank", "source", "score", "similarity", "evidence", "arch", "params", "seconds",
+        "eligible", "reason", "cached", "classes"}], "target", "classes", "data", "samples", "masks",
+        "grid", "columns", "score", "seed", "failed", "seconds"}``; eligible rows first, highest score first (ties by name), then
         the ineligible ones in the order given.
 
     Raises:
@@ -202,6 +208,8 @@ def rank_sources(
         raise UsageError("give at least one source model to rank")
     if columns not in COLUMN_MODES:
         raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
+    if score not in SCORE_MODES:
+        raise UsageError(f"--score must be one of {', '.join(SCORE_MODES)}, got {score!r}")
     if not classes or (isinstance(classes, str) and not classes.strip(" ,")):
         raise UsageError("--classes is empty; name the classes to clone, e.g. 5 or 5-9")
     dev = resolve_device(device)
@@ -254,17 +262,19 @@ def rank_sources(
         wanted_columns[name] = [list(loaded.spec.classes).index(c) for c in chosen_classes]
         rows[name] = _row(str(src), fitted, None, fitted.seconds, None)
 
-    ranked: list[tuple[str, float]] = []
+    scores: dict[str, float] = {}
     for name, theta in thetas.items():  # score one by one so one bad G does not sink the others
         try:
             cols = {name: wanted_columns[name]} if columns == "cloned" else None
-            ranked += score_sources(tgt.theta, {name: theta}, source_columns=cols)
+            rows[name]["similarity"] = score_sources(tgt.theta, {name: theta}, source_columns=cols)[0][1]
+            rows[name]["evidence"] = class_evidence(theta, wanted_columns[name], chosen.labels)
         except PncError as exc:
             rows[name].update(eligible=False, reason=str(exc))
-    ranked.sort(key=lambda item: (-item[1], item[0]))
+            continue
+        scores[name] = rows[name][score]
     ordered = []
-    for rank, (name, score) in enumerate(ranked, start=1):
-        rows[name].update(rank=rank, score=score)
+    for rank, (name, value) in enumerate(rank_scores(scores), start=1):
+        rows[name].update(rank=rank, score=value)
         ordered.append(rows[name])
     ordered += [r for r in rows.values() if not r["eligible"]]
 
@@ -285,6 +295,7 @@ def rank_sources(
         "masks": int(masks.shape[0]),
         "grid": cfg.grid,
         "columns": columns,
+        "score": score,
         "seed": cfg.seed,
         "surrogates_dir": str(cache_dir) if cache_dir is not None else None,
         "failed": sum(1 for r in ordered if not r["eligible"]),

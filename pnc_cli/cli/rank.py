@@ -14,7 +14,7 @@ import typer
 from ..api import ranking
 from ..config import CloneConfig, SurrogateConfig
 from ..errors import UsageError
-from ..ranking import COLUMN_MODES
+from ..ranking import COLUMN_MODES, SCORE_MODES
 from . import _console as console
 from ._common import (
     DEFAULT_DEVICE,
@@ -51,10 +51,11 @@ def _render(doc: dict[str, Any]) -> None:
     ]
     title = (
         f"sources for classes {','.join(doc['classes'])} → {doc['target']['path']} "
-        f"({doc['samples']} samples × {doc['masks']} masks, grid {doc['grid']}, columns {doc['columns']}, "
+        f"({doc['samples']} samples × {doc['masks']} masks, grid {doc['grid']}, score {doc['score']}, columns {doc['columns']}, "
         f"seed {doc['seed']})"
     )
-    console.table(title, ["rank", "source", "score", "arch", "params", "time s", "ineligible because"], rows)
+    header = ["rank", "source", f"score ({doc['score']})", "arch", "params", "time s", "ineligible because"]
+    console.table(title, header, rows)
 
 
 @handle_errors
@@ -82,6 +83,12 @@ def rank_sources(
     masks: Annotated[int, typer.Option(help="Masks |B| per sample.")] = S.masks,
     grid: Annotated[int, typer.Option(help="Patches per side H.")] = S.grid,
     masking_rate: Annotated[float, typer.Option(help="Probability that a patch is off.")] = S.masking_rate,
+    score: Annotated[
+        str,
+        typer.Option(
+            help="Rank by 'similarity' to the target (seed Eq. 7) or by the sources' class 'evidence' (docs/ranking.md)."
+        ),
+    ] = "similarity",
     columns: Annotated[
         str, typer.Option(help="Source columns compared: 'all' (seed Eq. 7) or 'cloned' (only --classes).")
     ] = "all",
@@ -106,6 +113,8 @@ def rank_sources(
     """Rank candidate sources for cloning classes into a target by local-model-set similarity (seed Eq. 7)."""
     if columns not in COLUMN_MODES:
         raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
+    if score not in SCORE_MODES:
+        raise UsageError(f"--score must be one of {', '.join(SCORE_MODES)}, got {score!r}")
     if clone_best and output is None:
         raise UsageError("--clone-best needs -o delta.safetensors")
     if output is not None and not clone_best:
@@ -121,6 +130,7 @@ def rank_sources(
         "config": config,
         "surrogates_dir": surrogates_dir,
         "columns": columns,
+        "score": score,
         "device": device,
         "progress": progress(quiet),
     }

@@ -15,7 +15,18 @@ from pnc_cli.errors import EXIT_USAGE
 
 torch.set_num_threads(1)
 FAST = ("--samples", "10", "--masks", "12", "--device", "cpu", "--quiet")
-ROW_KEYS = {"rank", "source", "score", "arch", "params", "seconds", "eligible", "reason"}
+ROW_KEYS = {
+    "rank",
+    "source",
+    "score",
+    "similarity",
+    "evidence",
+    "arch",
+    "params",
+    "seconds",
+    "eligible",
+    "reason",
+}
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +155,13 @@ def test_clone_best_writes_the_delta(run_cli: Callable, models: dict[str, Path],
 
 @pytest.mark.parametrize(
     "extra",
-    [("--columns", "some"), ("--clone-best",), ("-o", "x.safetensors"), ("--samples", "0")],
+    [
+        ("--columns", "some"),
+        ("--score", "acc"),
+        ("--clone-best",),
+        ("-o", "x.safetensors"),
+        ("--samples", "0"),
+    ],
 )
 def test_bad_options_exit_2(run_cli: Callable, models: dict[str, Path], extra: tuple[str, ...]) -> None:
     res = run_cli(

@@ -15,7 +15,7 @@ from pnc_cli.api import ranking as api_ranking
 from pnc_cli.checkpoint import load_model, save_model
 from pnc_cli.config import SurrogateConfig, TrainConfig
 from pnc_cli.errors import ConfigError, IncompatibleError, UsageError
-from pnc_cli.ranking import restrict_columns, score_sources
+from pnc_cli.ranking import class_evidence, rank_scores, restrict_columns, score_sources
 from pnc_cli.zest import align_columns
 
 torch.set_num_threads(1)
@@ -86,6 +86,19 @@ def test_restrict_columns_and_cloned_mode() -> None:
         restrict_columns(src, [7])
 
 
+def test_class_evidence_uses_each_class_column_on_its_own_samples() -> None:
+    theta = torch.zeros(4, 3, 2)
+    theta[:2, :, 0] = 1.0  # samples 0, 1 (class 0): column 0 sums to 3 over the patches
+    theta[2:, :, 1] = 2.0  # samples 2, 3 (class 1): column 1 sums to 6
+    theta[:2, :, 1] = 100.0  # column 1 on class-0 samples: not counted
+    labels = torch.tensor([0, 0, 1, 1])
+    assert class_evidence(theta, [0, 1], labels) == pytest.approx(4.5)
+    assert class_evidence(theta, [1], torch.zeros(4, dtype=torch.long)) == pytest.approx((300 + 300 + 6 + 6) / 4)
+    assert rank_scores({"b": 1.0, "a": 1.0, "c": 2.0}) == [("c", 2.0), ("a", 1.0), ("b", 1.0)]
+    with pytest.raises(ConfigError):
+        class_evidence(theta, [0], torch.full((4,), 5))
+
+
 def test_different_samples_are_incompatible() -> None:
     with pytest.raises(IncompatibleError):
         score_sources(_theta(n=5), {"s": _theta(n=4)})
@@ -131,6 +144,18 @@ def test_ranking_is_deterministic_for_a_seed(models: dict[str, Path]) -> None:
     assert [r["score"] for r in c["ranking"]] != [r["score"] for r in a["ranking"]]
 
 
+def test_evidence_mode_ranks_by_evidence_and_rows_carry_both(models: dict[str, Path]) -> None:
+    sim = _rank(models, ["source", "weak", "wide"])
+    evi = _rank(models, ["source", "weak", "wide"], score="evidence")
+    assert evi["score"] == "evidence" and sim["score"] == "similarity"
+    values = [r["evidence"] for r in evi["ranking"]]
+    assert [r["score"] for r in evi["ranking"]] == values == sorted(values, reverse=True)
+    by_source = {r["source"]: r for r in sim["ranking"]}
+    for r in evi["ranking"]:
+        assert r["similarity"] == pytest.approx(by_source[r["source"]]["similarity"])
+        assert r["evidence"] == pytest.approx(by_source[r["source"]]["evidence"])
+
+
 def test_unreadable_and_classless_sources_are_reported_the_rest_ranked(models: dict[str, Path]) -> None:
     doc = _rank(models, ["broken", "source", "target", "weak"])
     rows = doc["ranking"]
@@ -174,3 +199,7 @@ def test_bad_arguments() -> None:
         rank_sources(target="t", sources=[], classes="5", data="digits")
     with pytest.raises(UsageError):
         rank_sources(target="t", sources=["s"], classes="5", data="digits", columns="some")
+    with pytest.raises(UsageError):
+        rank_sources(target="t", sources=["s"], classes="5", data="digits", score="accuracy")
+    with pytest.raises(UsageError):
+        rank_sources(target="t", sources=["s"], classes="", data="digits")
