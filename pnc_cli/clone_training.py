@@ -16,18 +16,21 @@ dropped filters are zeroed in the branch's own copy of the source blocks.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .cloned_model import ClonedModel
+from .cloned_model import Branch, ClonedModel
 from .config import CloneConfig
 from .errors import RuntimeFailure
 from .progress import NullProgress, Progress
 from .registry import Network
-from .selector import ChannelSelector, slice_state, unslice_state
+from .selector import ChannelSelector, count_kept_params, slice_state, unslice_state
 from .surrogate import SurrogateResult, perturb
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,17 +195,66 @@ def train_branch(
     try:
         result.epoch_losses, result.components = _run_epochs(step, opt, selector, images, labels, config.epochs, g, device,
                                                              progress, schedule=True)
-        result.masks = {k: v.cpu() for k, v in selector.binarize().items()}
+        selector.binarize()
+        if config.max_extra_ratio is not None:
+            fit_budget(selector, branch, int(config.max_extra_ratio * cloned.target.num_params()))
+        result.masks = {k: v.cpu() for k, v in selector.hard_masks().items()}
         result.kept_fraction = selector.kept_fraction()
         if config.finetune_epochs:
             ft = torch.optim.Adam(trainable, lr=config.lr * config.finetune_lr_scale)
-            _run_epochs(step, ft, selector, images, labels, config.finetune_epochs, g, device, progress)
+            ft_losses, _ = _run_epochs(step, ft, selector, images, labels, config.finetune_epochs, g, device, progress)
+            result.epoch_losses += ft_losses  # the converged loss is that of the branch actually kept
     finally:
         selector.remove()
         cloned.eval()
         progress.finish()
     bake_masks(branch.module, result.masks)
     return result
+
+
+def branch_params(branch: Branch, masks: dict[str, torch.Tensor]) -> int:
+    """Parameters the branch adds to the target once sliced: kept source filters + adapter, head, calibration."""
+    own = sum(p.numel() for n, p in branch.named_parameters() if not n.startswith("module."))
+    return own + count_kept_params(branch.module, masks, branch.adapter.out_shape)
+
+
+def fit_budget(selector: ChannelSelector, branch: Branch, budget: int) -> bool:
+    """Drop the lowest-scoring kept filters (one global score threshold) until the branch fits ``budget``.
+
+    Every layer keeps at least its top-scoring filter. Returns whether the budget is met; where even
+    that minimum does not fit, the minimum is kept and a warning logged.
+    """
+    masks = selector.hard_masks()
+    if branch_params(branch, masks) <= budget:
+        return True
+    scores = {n: selector.score(n).detach().cpu() for n in selector.names}
+
+    def trimmed(t: float) -> dict[str, torch.Tensor]:
+        out = {}
+        for n, keep in masks.items():
+            k = keep & (scores[n] >= t)
+            if not bool(k.any()):
+                k = torch.zeros_like(keep)
+                k[int(torch.argmax(torch.where(keep, scores[n], torch.tensor(float("-inf")))))] = True
+            out[n] = k
+        return out
+
+    # thresholds: every kept score (ascending), then +inf (one filter per layer); cost falls as t rises
+    cuts = [*torch.cat([scores[n][masks[n]] for n in selector.names]).unique().tolist(), float("inf")]
+    lo, hi = 1, len(cuts) - 1  # cuts[0] keeps everything, which does not fit
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if branch_params(branch, trimmed(cuts[mid])) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    final = trimmed(cuts[lo])
+    selector.set_hard_masks(final)
+    ok = branch_params(branch, final) <= budget
+    if not ok:
+        log.warning("branch at R=%d keeps one filter per layer and still exceeds the extra-params budget (%d params)",
+                    branch.position, budget)
+    return ok
 
 
 @torch.no_grad()

@@ -114,6 +114,7 @@ class CloneConfig:
     finetune_epochs: int = 1
     finetune_lr_scale: float = 1 / 3
     ins_logits: str = "calibrated"
+    max_extra_ratio: float | None = None
     loc_samples: int = 8
     loc_masks: int = 8
     fraction: float = 0.3
@@ -148,6 +149,8 @@ class CloneConfig:
             raise ConfigError(f"straight_through_epochs must be >= 0, got {self.straight_through_epochs}")
         if self.finetune_lr_scale <= 0:
             raise ConfigError(f"finetune_lr_scale must be positive, got {self.finetune_lr_scale}")
+        if self.max_extra_ratio is not None and not self.max_extra_ratio > 0:
+            raise ConfigError(f"max_extra_ratio must be positive (or None: no budget), got {self.max_extra_ratio}")
         if self.ins_logits not in INS_LOGITS:
             raise ConfigError(f"ins_logits must be one of {', '.join(INS_LOGITS)}, got {self.ins_logits!r}")
 

@@ -24,8 +24,17 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import CheckpointError, DeltaFormatError, VerificationError
-from .fileio import content_sha256, json_meta, read_header, read_safetensors, serialize, write_safetensors
+from .errors import DeltaFormatError, VerificationError
+from .fileio import (
+    check_kind,
+    check_version,
+    content_sha256,
+    json_meta,
+    read_header,
+    read_safetensors,
+    serialize,
+    write_safetensors,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -210,35 +219,6 @@ def validate_delta(delta: DeltaFile, where: object = "delta", *, strict: bool = 
         raise _fail(where, problem)
 
 
-def _check_kind(meta: Mapping[str, str], expected: str, path: object) -> None:
-    kind = meta.get(KEY_KIND, "model" if "pnc.arch" in meta else None)
-    if kind == expected:
-        return
-    hints = {
-        "model": "a model file; a delta comes from `pnc clone -o` and is applied with `pnc apply`",
-        "delta": "a delta file; apply it to its target with `pnc apply --target T --delta D`",
-        "cloned": "a cloned model (target + deltas); `pnc remove` strips its deltas",
-        None: "a safetensors file without pnc metadata",
-    }
-    raise CheckpointError(f"{path}: is {hints.get(kind, f'a {kind} file')}, not a {expected} file")
-
-
-def _check_version(meta: Mapping[str, str], path: object) -> None:
-    raw = meta.get(KEY_VERSION)
-    try:
-        version = int(raw) if raw is not None else None
-    except ValueError:
-        version = None
-    if version is None or version < 1:
-        raise _fail(path, f"format version {raw!r} is not a positive integer")
-    if version > DELTA_FORMAT_VERSION:
-        raise _fail(
-            path,
-            f"{meta.get(KEY_KIND)} format version {version} is newer than supported "
-            f"{DELTA_FORMAT_VERSION}; upgrade pnc",
-        )
-
-
 def _json(meta: Mapping[str, str], key: str, path: object) -> Any:
     if key not in meta:
         raise _fail(path, f"metadata key {key!r} is missing")
@@ -302,8 +282,8 @@ def read_delta(path: str | Path) -> DeltaFile:
         VerificationError: tensors differ from the recorded sha256 (exit 3).
     """
     header, meta = read_header(path)
-    _check_kind(meta, KIND_DELTA, path)
-    _check_version(meta, path)
+    check_kind(meta, KIND_DELTA, path)
+    check_version(meta, DELTA_FORMAT_VERSION, path, error=DeltaFormatError)
     info = _info_from_meta(meta, path)
     check_tensor_names(header, path)
     tensors, _ = read_safetensors(path)
@@ -383,8 +363,8 @@ def _split(
 def read_cloned(path: str | Path) -> ClonedFile:
     """Read and verify a cloned model: kind, version, every delta's schema and every recorded sha256."""
     header, meta = read_header(path)
-    _check_kind(meta, KIND_CLONED, path)
-    _check_version(meta, path)
+    check_kind(meta, KIND_CLONED, path)
+    check_version(meta, DELTA_FORMAT_VERSION, path, error=DeltaFormatError)
     entries = _json(meta, KEY_DELTAS, path)
     target_meta = _json(meta, KEY_TARGET_METADATA, path)
     _require(

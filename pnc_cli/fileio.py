@@ -268,3 +268,42 @@ def parse_json_meta(metadata: Mapping[str, str], key: str, path: str | Path, def
         raise CheckpointError(
             f"{path}: metadata key {key!r} is not valid JSON; the file is corrupt"
         ) from None
+
+
+KIND_HINTS = {
+    "model": "a model file (from `pnc train` or `pnc import`); a delta comes from `pnc clone` and is applied with `pnc apply`",
+    "delta": "a delta file (from `pnc clone`); apply it to its target with `pnc apply --target T --delta D`",
+    "cloned": "a cloned model (target + deltas); `pnc remove` strips its deltas",
+    "surrogate": "a surrogate file (from `pnc surrogate`)",
+    "search": "a search file (from `pnc search`); finish it with `pnc clone --search`",
+    "plain": "a safetensors file without pnc metadata",
+}
+
+
+def file_kind_of(meta: Mapping[str, str]) -> str:
+    """The kind a header declares: model, delta, cloned, surrogate, search, or plain (no pnc metadata)."""
+    return meta.get("pnc.kind", "model" if "pnc.arch" in meta else "plain")
+
+
+def check_kind(meta: Mapping[str, str], expected: str, path: str | Path | object) -> None:
+    """Refuse a file of another kind with a hint on what it is and what to do with it."""
+    kind = file_kind_of(meta)
+    if kind != expected:
+        raise CheckpointError(f"{path}: is {KIND_HINTS.get(kind, f'a {kind} file')}, not a {expected} file")
+
+
+def check_version(
+    meta: Mapping[str, str], supported: int, path: str | Path | object, *, error: type[CheckpointError] = CheckpointError
+) -> int:
+    """The file's format version; refuses a missing, malformed or newer one (``upgrade pnc``)."""
+    raw = meta.get("pnc.format_version")
+    try:
+        version = int(raw) if raw is not None else None
+    except ValueError:
+        version = None
+    kind = file_kind_of(meta)
+    if version is None or version < 1:
+        raise error(f"{path}: {kind} format version {raw!r} is not a positive integer; see docs/formats.md")
+    if version > supported:
+        raise error(f"{path}: {kind} format version {version} is newer than supported {supported}; upgrade pnc")
+    return version

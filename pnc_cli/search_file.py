@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from .delta import INFO_KEY_PREFIX, KEY_KIND, DeltaFile, delta_metadata, validate_delta
+from .delta import DELTA_FORMAT_VERSION, INFO_KEY_PREFIX, KEY_KIND, DeltaFile, delta_metadata, validate_delta
 from .errors import CheckpointError, IncompatibleError
-from .fileio import content_sha256, json_meta, read_safetensors, write_safetensors
+from .fileio import check_kind, check_version, content_sha256, json_meta, read_safetensors, write_safetensors
 
 KIND_SEARCH = "search"
 CURVE_PREFIX = "search."
@@ -46,8 +46,8 @@ def write_search(path: str | Path, sf: SearchFile, *, force: bool = False) -> st
 
 def read_search(path: str | Path) -> SearchFile:
     tensors, meta = read_safetensors(path)
-    if meta.get(KEY_KIND) != KIND_SEARCH:
-        raise CheckpointError(f"{path}: is a {meta.get(KEY_KIND, 'plain')} file, not a pnc search output")
+    check_kind(meta, KIND_SEARCH, path)
+    check_version(meta, DELTA_FORMAT_VERSION, path)
     if meta.get("pnc.sha256") != content_sha256(tensors):
         raise CheckpointError(f"{path}: tensors do not match the recorded sha256; the file is corrupt")
     try:

@@ -23,7 +23,15 @@ from torch import Tensor
 
 from . import __version__
 from .errors import CheckpointError, IncompatibleError, VerificationError
-from .fileio import content_sha256, json_meta, read_header, read_safetensors, write_safetensors
+from .fileio import (
+    check_kind,
+    check_version,
+    content_sha256,
+    json_meta,
+    read_header,
+    read_safetensors,
+    write_safetensors,
+)
 
 __all__ = [
     "KIND_SURROGATE",
@@ -128,34 +136,6 @@ def _check(sf: SurrogateFile, where: object) -> None:
         )
 
 
-def _check_kind(meta: Mapping[str, str], path: object) -> None:
-    kind = meta.get(KEY_KIND, "model" if "pnc.arch" in meta else None)
-    if kind == KIND_SURROGATE:
-        return
-    hints = {
-        "model": "a model file; make a surrogate file from it with `pnc surrogate --model M --data D -o G.safetensors`",
-        "delta": "a delta file (from `pnc clone`)",
-        "cloned": "a cloned model (target + deltas)",
-        None: "a safetensors file without pnc metadata",
-    }
-    raise CheckpointError(f"{path}: is {hints.get(kind, f'a {kind} file')}, not a surrogate file")
-
-
-def _check_version(meta: Mapping[str, str], path: object) -> None:
-    raw = meta.get(KEY_VERSION)
-    try:
-        version = int(raw) if raw is not None else None
-    except ValueError:
-        version = None
-    if version is None or version < 1:
-        raise CheckpointError(f"{path}: surrogate format version {raw!r} is not a positive integer")
-    if version > SURROGATE_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: surrogate format version {version} is newer than supported "
-            f"{SURROGATE_FORMAT_VERSION}; upgrade pnc"
-        )
-
-
 def _json(meta: Mapping[str, str], key: str, path: object, kind: type) -> Any:
     if key not in meta:
         raise CheckpointError(
@@ -214,8 +194,8 @@ def read_surrogate(path: str | Path) -> SurrogateFile:
         VerificationError: tensors differ from the recorded sha256 (exit 3).
     """
     header, meta = read_header(path)
-    _check_kind(meta, path)
-    _check_version(meta, path)
+    check_kind(meta, KIND_SURROGATE, path)
+    check_version(meta, SURROGATE_FORMAT_VERSION, path)
     missing = [n for n in TENSOR_NAMES if n not in header]
     if missing:
         raise CheckpointError(
