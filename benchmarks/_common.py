@@ -51,7 +51,9 @@ class Base:
 @dataclass
 class Splits:
     new: tuple[torch.Tensor, torch.Tensor]  # cloned-class samples, labels n_t..
-    domain: tuple[torch.Tensor, torch.Tensor]  # target-domain samples, true labels (use pseudo-labels in methods)
+    domain: tuple[
+        torch.Tensor, torch.Tensor
+    ]  # target-domain samples, true labels (use pseudo-labels in methods)
     joint: tuple[torch.Tensor, torch.Tensor]  # full train split of all classes (joint retraining)
     test: tuple[torch.Tensor, torch.Tensor]
     num_target: int
@@ -64,27 +66,51 @@ class Trained:
     seconds: float
 
 
-def train_base(*, arch: str, data: str, classes: str, seed: int, epochs: int, out_dir: Path, name: str) -> Base:
+def train_base(
+    *, arch: str, data: str, classes: str, seed: int, epochs: int, out_dir: Path, name: str
+) -> Base:
     """Train a base classifier with ``pnc_cli.api.train_model`` (split seed 0) and load it back frozen."""
     start = time.perf_counter()
-    r = train_model(arch=arch, data=data, classes=classes, config=TrainConfig(epochs=epochs, seed=seed),
-                    output=out_dir / f"{name}.safetensors", force=True, device="cpu")
+    r = train_model(
+        arch=arch,
+        data=data,
+        classes=classes,
+        config=TrainConfig(epochs=epochs, seed=seed),
+        output=out_dir / f"{name}.safetensors",
+        force=True,
+        device="cpu",
+    )
     seconds = time.perf_counter() - start
     return Base(Path(r["output"]), load_model(r["output"]).network, seconds, float(r["test_accuracy"]))
 
 
-def load_splits(*, data: str, target_classes: list[str], new_classes: list[str], fraction: float, channels: int,
-                size: int, split_seed: int = 0) -> Splits:
+def load_splits(
+    *,
+    data: str,
+    target_classes: list[str],
+    new_classes: list[str],
+    fraction: float,
+    channels: int,
+    size: int,
+    split_seed: int = 0,
+) -> Splits:
     """The same samples ``pnc_cli.api.cloning.clone`` draws for ``fraction`` (before its validation split)."""
     order = target_classes + new_classes
 
     def load(classes: list[str], split: str, frac: float) -> tuple[torch.Tensor, torch.Tensor]:
-        ds = load_data(data, classes=classes, split=split, fraction=frac, split_seed=split_seed).relabel(order)
+        ds = load_data(data, classes=classes, split=split, fraction=frac, split_seed=split_seed).relabel(
+            order
+        )
         ds = conform_set(ds, channels, size)
         return ds.images, ds.labels
 
-    return Splits(load(new_classes, "train", fraction), load(target_classes, "train", fraction),
-                  load(order, "train", 1.0), load(order, "test", 1.0), len(target_classes))
+    return Splits(
+        load(new_classes, "train", fraction),
+        load(target_classes, "train", fraction),
+        load(order, "train", 1.0),
+        load(order, "test", 1.0),
+        len(target_classes),
+    )
 
 
 def eval_metrics(forward: Forward, splits: Splits, target_pred: torch.Tensor) -> dict[str, float]:
@@ -113,8 +139,17 @@ class Extended(nn.Module):
         return torch.cat([old, self.new(self._feats[-1])], dim=1)
 
 
-def _fit(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-         *, epochs: int, lr: float, seed: int, batch_size: int = 64) -> None:
+def _fit(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 64,
+) -> None:
     """Adam over ``params``; ``loss_fn(logits, row_indices)`` sees the batch's row indices into ``x``."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -140,12 +175,28 @@ def naive_finetune(target: Network, splits: Splits, *, epochs: int, lr: float, s
     for p in model.parameters():
         p.requires_grad_(True)
     x, y = splits.new
-    _fit(model, list(model.parameters()), x, lambda z, i: F.cross_entropy(z, y[i]), epochs=epochs, lr=lr, seed=seed)
+    _fit(
+        model,
+        list(model.parameters()),
+        x,
+        lambda z, i: F.cross_entropy(z, y[i]),
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+    )
     return Trained(model, sum(p.numel() for p in model.parameters()), time.perf_counter() - start)
 
 
-def lwf(target: Network, splits: Splits, *, epochs: int, lr: float, seed: int, temperature: float = 2.0,
-        weight: float = 1.0) -> Trained:
+def lwf(
+    target: Network,
+    splits: Splits,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    temperature: float = 2.0,
+    weight: float = 1.0,
+) -> Trained:
     """Learning without Forgetting (Li & Hoiem 2016) with the extended head, on the data PNC sees.
 
     Loss: cross-entropy over all classes (cloned samples: their label; target-domain samples: the
@@ -161,14 +212,20 @@ def lwf(target: Network, splits: Splits, *, epochs: int, lr: float, seed: int, t
     n_t, t = splits.num_target, temperature
 
     def loss(z: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        kd = F.kl_div(F.log_softmax(z[:, :n_t] / t, 1), F.softmax(old[i] / t, 1), reduction="batchmean") * t * t
+        kd = (
+            F.kl_div(F.log_softmax(z[:, :n_t] / t, 1), F.softmax(old[i] / t, 1), reduction="batchmean")
+            * t
+            * t
+        )
         return F.cross_entropy(z, y[i]) + weight * kd
 
     _fit(model, list(model.parameters()), x, loss, epochs=epochs, lr=lr, seed=seed)
     return Trained(model, sum(p.numel() for p in model.parameters()), time.perf_counter() - start)
 
 
-def lora_adapter(target: Network, splits: Splits, *, epochs: int, lr: float, seed: int, rank: int = 4) -> Trained:
+def lora_adapter(
+    target: Network, splits: Splits, *, epochs: int, lr: float, seed: int, rank: int = 4
+) -> Trained:
     """PEFT LoRA (rank ``rank``) on every Conv2d/Linear of the target but its classifier, plus a new head
     row; the target's weights and head rows stay frozen. Trained like PNC: cloned samples with their
     label, target-domain samples with the target's pseudo-label."""
@@ -177,7 +234,9 @@ def lora_adapter(target: Network, splits: Splits, *, epochs: int, lr: float, see
     start = time.perf_counter()
     model = Extended(target, 1)
     head = last_linear(model.net.classifier)
-    names = [n for n, m in model.model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear) and m is not head]
+    names = [
+        n for n, m in model.model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear) and m is not head
+    ]
     torch.manual_seed(seed)
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=names), model.model)
     trainable = [p for n, p in model.named_parameters() if "lora_" in n or n.startswith("new.")]

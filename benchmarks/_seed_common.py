@@ -65,11 +65,20 @@ def cached_base(*, arch: str, data: str, classes: str, seed: int, epochs: int, c
 def clone_metrics(*, source: str, target: str, classes: str, out: Path, seed: int, data: str, **cfg: Any) -> dict[str, Any]:
     """``pnc_cli.api.clone`` (position auto unless ``position`` is given) → the seed tables' metrics."""
     position = cfg.pop("position", "auto")
+    sconfig = cfg.pop("surrogate_config", None)
     r = clone(source=source, target=target, classes=classes, output=out, data=data, target_data=data, position=position,
-              config=CloneConfig(seed=seed, **cfg), force=True, device="cpu")
+              config=CloneConfig(seed=seed, **cfg), surrogate_config=sconfig, force=True, device="cpu")
     row = {k: float(r[k]) for k in METRICS if r.get(k) is not None}
     row.update(position=r["position"], target_ori_acc=float(r["target_ori_acc"]), name=r.get("name"))
     return row
+
+
+def config_summary() -> str:
+    """The CloneConfig defaults this run used (they are still being tuned: record them with every table)."""
+    c = CloneConfig().to_dict()
+    keys = ["lr", "alpha", "beta", "gamma", "max_extra_ratio", "ins_logits", "finetune_epochs", "straight_through_epochs",
+            "temperature_end"]
+    return ", ".join(f"{k}={c[k]}" for k in keys if k in c)
 
 
 def fmt_pm(s: dict[str, dict[str, float]], key: str, pct: bool = True, digits: int = 1) -> str:
@@ -223,17 +232,21 @@ def sweep_main(*, name: str, doc: str, points: list[Any], quick_points: list[Any
     ap.add_argument("--clone-epochs", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path(f"bench-out/{name}.json"))
     ap.add_argument("--img", type=Path, default=Path(f"docs/img/{name}.png"))
+    ap.add_argument("--replot", action="store_true", help="redraw the table and plot from --out without running")
     args = ap.parse_args()
     if args.quick:
         args.seeds, points, args.clone_epochs = args.seeds[:1], quick_points, 4
-        args.img = args.img.with_name(args.img.stem + "-quick.png")
+        args.img = Path("bench-out") / (args.img.stem + "-quick.png")  # quick plots stay out of docs/
         args.out = args.out.with_name(args.out.stem + "-quick.json")
     torch.set_num_threads(1)
     start = time.perf_counter()
     per_seed: list[dict[str, Any]] = []
-    work = args.out.parent / f"{name}-work"
+    work = args.out.parent / f"{name}-{args.data}-work"
     work.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
+    if args.replot:
+        per_seed = json.loads(args.out.read_text())["per_seed"]
+        args.seeds = [r["seed"] for r in per_seed]
+    for seed in [] if args.replot else args.seeds:
         tgt = cached_base(arch="lenet5", data=args.data, classes="0-4", seed=seed, epochs=args.epochs)
         src = cached_base(arch="lenet5", data=args.data, classes="5-9", seed=seed, epochs=args.epochs)
         rows = {}
@@ -256,7 +269,8 @@ def sweep_main(*, name: str, doc: str, points: list[Any], quick_points: list[Any
                        fmt_pm(s, "seconds", pct=False)])
     tgt_ori = summarize([{"a": r["points"][str(points[0])]["target_ori_acc"]} for r in per_seed], ["a"])
     text = (f"{title}; {args.data}, lenet5 target 0-4 / lenet5 source 5-9, base epochs {args.epochs}, clone epochs "
-            f"{args.clone_epochs}, seeds {args.seeds}; target alone on 0-4: {fmt_pm(tgt_ori, 'a')}\n\n" + table(head, body))
+            f"{args.clone_epochs}, seeds {args.seeds}; target alone on 0-4: {fmt_pm(tgt_ori, 'a')}; CloneConfig defaults: "
+            f"{config_summary()}\n\n" + table(head, body))
     if seed_ref:
         text += "\n\nSeed (CIFAR-10, ResNet-18): " + "; ".join(f"{labels(p)} Ori {seed_ref[p][0]} / Tar {seed_ref[p][1]} / "
                                                              f"Avg {seed_ref[p][2]}" for p in points if p in seed_ref)
@@ -266,10 +280,13 @@ def sweep_main(*, name: str, doc: str, points: list[Any], quick_points: list[Any
     refs = None
     if seed_ref and all(p in seed_ref for p in points):
         refs = {f"seed {n} (CIFAR-10)": [seed_ref[p][j] for p in points] for j, n in enumerate(["Ori", "Tar", "Avg"])}
-    errorbar_plot(xs, series, xlabel=xlabel, ylabel="accuracy (%)", title=f"{title} — mean ± std over {len(args.seeds)} seed(s)",
+    errorbar_plot(xs, series, xlabel=xlabel, ylabel="accuracy (%)", title=f"{title}, {args.data} — mean ± std over {len(args.seeds)} seed(s)",
                   path=args.img, xticks=[labels(p) for p in points], refs=refs, logx=logx,
                   hlines={"target alone, Ori (ours)": 100 * tgt_ori["a"]["mean"]})
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "points": [str(p) for p in points],
+    if args.replot:
+        return
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "clone_config": CloneConfig().to_dict(),
+                                    "points": [str(p) for p in points],
                                     "per_seed": per_seed, "summary": summ, "table": text,
                                     "seconds": time.perf_counter() - start}, indent=1) + "\n")
     print(f"\nwrote {args.out}, {args.img} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)

@@ -4,7 +4,10 @@ Per seed, on mnist5k: one lenet5 target (0-4, 5 epochs) and three sources of 5-9
 plaincnn (5 epochs) and resnet18 (small stem, 28 px input, 2 epochs on half of the 5-9 train split —
 a full resnet18 is too slow for a 2-core CPU budget). Each is ranked by ``pnc_cli.api.rank_sources``
 (SurrogateConfig samples=50, masks=50, same seed) and cloned into the target (class "5", 30 % data,
-position auto, 10 epochs). Reports source accuracy (its own 5-9 test split), Ori/Tar/Avg Acc,
+position auto, 10 epochs per position; the resnet18 source at the target's last position R_t = 2
+(source cut R_s = ceil(2·5/3) = 4, i.e. the branch is resnet18's last stage) with 3 epochs: a
+position search through a 28-px resnet18 takes > 5 min per clone on one CPU thread; the source's
+local model set G on 50 samples × 50 masks for all three). Reports source accuracy (its own 5-9 test split), Ori/Tar/Avg Acc,
 the rank score, extra params, and whether the top-ranked source gives the best clone.
 Bases are cached in bench-out/seed-bases/. Plot: docs/img/seed-archs.png.
 
@@ -25,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _seed_common import cached_base, clone_metrics, fmt_pm, summarize, table  # noqa: E402
+from _seed_common import cached_base, clone_metrics, config_summary, fmt_pm, summarize, table  # noqa: E402
 
 from pnc_cli.api import rank_sources  # noqa: E402
-from pnc_cli.config import SurrogateConfig  # noqa: E402
+from pnc_cli.config import CloneConfig, SurrogateConfig  # noqa: E402
 
 ARCHS = ["lenet5", "plaincnn", "resnet18"]
 SEED = {"Source Acc": (88.1, 95.9, 96.2), "Ori. Acc": (91.7, 94.4, 94.0), "Tar. Acc": (93.4, 95.8, 93.3), "Avg. Acc": (92.0, 94.6, 93.9)}
@@ -77,16 +80,18 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--resnet-epochs", type=int, default=2)
     ap.add_argument("--resnet-fraction", type=float, default=0.5)
-    ap.add_argument("--clone-epochs", type=int, default=10)
+    ap.add_argument("--clone-epochs", type=int, default=10, help="clone epochs per position, lenet5 and plaincnn sources")
+    ap.add_argument("--resnet-clone-epochs", type=int, default=3, help="clone epochs, resnet18 source")
+    ap.add_argument("--resnet-position", default="2", help="target position for the resnet18 source ('auto' searches all 3)")
     ap.add_argument("--out", type=Path, default=Path("bench-out/seed-archs.json"))
     ap.add_argument("--img", type=Path, default=Path("docs/img/seed-archs.png"))
     args = ap.parse_args()
     if args.quick:
-        args.seeds, args.resnet_epochs, args.clone_epochs = args.seeds[:1], 1, 4
-        args.img, args.out = args.img.with_name("seed-archs-quick.png"), args.out.with_name("seed-archs-quick.json")
+        args.seeds, args.resnet_epochs, args.clone_epochs, args.resnet_clone_epochs = args.seeds[:1], 1, 4, 1
+        args.img, args.out = Path("bench-out/seed-archs-quick.png"), args.out.with_name("seed-archs-quick.json")
     torch.set_num_threads(1)
     start = time.perf_counter()
-    work = args.out.parent / "seed-archs-work"
+    work = args.out.parent / f"seed-archs-{args.data}-work"
     work.mkdir(parents=True, exist_ok=True)
     per_seed: list[dict[str, Any]] = []
     for seed in args.seeds:
@@ -101,8 +106,11 @@ def main() -> None:
         score = {r["source"]: r["score"] for r in rk["ranking"]}
         rows = {}
         for a in ARCHS:
-            m = clone_metrics(source=srcs[a]["path"], target=tgt["path"], classes="5", data=args.data, seed=seed,
-                              out=work / f"delta-{a}-s{seed}.safetensors", epochs=args.clone_epochs, fraction=0.3)
+            ep = args.resnet_clone_epochs if a == "resnet18" else args.clone_epochs
+            pos = args.resnet_position if a == "resnet18" else "auto"
+            m = clone_metrics(position=pos if pos == "auto" else int(pos), source=srcs[a]["path"], target=tgt["path"], classes="5", data=args.data, seed=seed,
+                              out=work / f"delta-{a}-s{seed}.safetensors", epochs=ep, fraction=0.3,
+                              surrogate_config=SurrogateConfig(samples=50, masks=50, seed=seed))
             rows[a] = {**m, "source_acc": srcs[a]["test_accuracy"], "score": float(score[srcs[a]["path"]]),
                        "source_train_seconds": srcs[a]["seconds"]}
             print(f"seed {seed} {a}: src {rows[a]['source_acc']:.3f} score {rows[a]['score']:.3f} Ori {m['ori_acc']:.3f} "
@@ -125,7 +133,8 @@ def main() -> None:
             ["clone time (s)"] + [fmt_pm(summ[a], "seconds", pct=False) for a in ARCHS]]
     hits = sum(r["top_ranked"] == r["best_clone"] for r in per_seed)
     text = (f"Table 5: {args.data}, lenet5 target 0-4, clone '5' (30 % data) from three 5-9 sources; seeds {args.seeds}; "
-            f"resnet18: 28 px, {args.resnet_epochs} epochs on {100 * args.resnet_fraction:g} % of the train split\n\n"
+            f"resnet18: 28 px, {args.resnet_epochs} epochs on {100 * args.resnet_fraction:g} % of the train split; "
+            f"CloneConfig defaults: {config_summary()}\n\n"
             + table(["metric"] + [f"{a} source" for a in ARCHS], body)
             + f"\n\ntop-ranked source = best clone (Avg Acc) in {hits}/{len(per_seed)} seeds; per seed (top, best): "
             + ", ".join(f"({r['top_ranked']}, {r['best_clone']})" for r in per_seed)
@@ -133,7 +142,8 @@ def main() -> None:
             + "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in SEED.items()))
     print(text)
     plot(summ, len(args.seeds), args.img)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "per_seed": per_seed, "summary": summ,
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "clone_config": CloneConfig().to_dict(),
+                                    "per_seed": per_seed, "summary": summ,
                                     "table": text, "seconds": time.perf_counter() - start}, indent=1) + "\n")
     print(f"\nwrote {args.out}, {args.img} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,16 +43,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    Splits, eval_metrics, load_splits, lora_adapter, lwf, naive_finetune, pseudo_labels, summarize, train_base,
+    Splits,
+    eval_metrics,
+    load_splits,
+    lora_adapter,
+    lwf,
+    naive_finetune,
+    pseudo_labels,
+    summarize,
+    train_base,
 )
 
 from pnc_cli.api.cloning import clone  # noqa: E402
 from pnc_cli.config import CloneConfig  # noqa: E402
 
-METHODS = ["target alone", "PNC", "joint retraining (upper bound)", "naive fine-tuning", "LwF", "LoRA r=4"]
+NO_BUDGET = "PNC, no size budget (γ=0.05)"
+PNC_VARIANTS = {"PNC": {}, NO_BUDGET: {"max_extra_ratio": None, "gamma": 0.05}}
+METHODS = [
+    "target alone",
+    "PNC",
+    NO_BUDGET,
+    "joint retraining (upper bound)",
+    "naive fine-tuning",
+    "LwF",
+    "LoRA r=4",
+]
 BASELINES = ["target alone", "naive fine-tuning", "LwF", "LoRA r=4"]
 KEYS = ["ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality", "extra_ratio", "seconds"]
-GOALS = {"avg_vs_joint": 1.0, "ori_drop": 0.5, "avg_over_best_baseline": 3.0, "extra_ratio": 0.1, "cli_seconds": 30.0}
+GOALS = {
+    "avg_vs_joint": 1.0,
+    "ori_drop": 0.5,
+    "avg_over_best_baseline": 3.0,
+    "extra_ratio": 0.1,
+    "cli_seconds": 30.0,
+}
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -68,47 +94,114 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def time_cli(src: Path, tgt: Path, out: Path) -> float:
-    cmd = [sys.executable, "-m", "pnc_cli", "clone", "-s", str(src), "-t", str(tgt), "-c", "5", "-o", str(out),
-           "--force", "--quiet", "--device", "cpu"]
+def time_cli(src: Path, tgt: Path, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + sys) of ``pnc clone`` with the default config, in a fresh process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pnc_cli",
+        "clone",
+        "-s",
+        str(src),
+        "-t",
+        str(tgt),
+        "-c",
+        "5",
+        "-o",
+        str(out),
+        "--force",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run_seed(seed: int, args: argparse.Namespace, overrides: dict[str, Any], work: Path) -> dict[str, Any]:
     def base(classes: str, name: str):  # noqa: ANN202
-        return train_base(arch=args.arch, data=args.data, classes=classes, seed=seed, epochs=args.epochs, out_dir=work, name=name)
+        return train_base(
+            arch=args.arch,
+            data=args.data,
+            classes=classes,
+            seed=seed,
+            epochs=args.epochs,
+            out_dir=work,
+            name=name,
+        )
 
     tgt, src, joint = base("0-4", f"target{seed}"), base("5-9", f"source{seed}"), base("0-5", f"joint{seed}")
     net = tgt.network
     spec_size = int(net.block_shapes(1, 28)[0][-1])
-    splits: Splits = load_splits(data=args.data, target_classes=[str(c) for c in range(5)], new_classes=["5"],
-                                 fraction=args.fraction, channels=1, size=spec_size)
+    splits: Splits = load_splits(
+        data=args.data,
+        target_classes=[str(c) for c in range(5)],
+        new_classes=["5"],
+        fraction=args.fraction,
+        channels=1,
+        size=spec_size,
+    )
     target_pred = pseudo_labels(net, splits.test[0])
     rows: dict[str, dict[str, Any]] = {}
 
     def target_only(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([net(x), torch.full((len(x), 1), float("-inf"))], dim=1)
 
-    rows["target alone"] = {**eval_metrics(target_only, splits, target_pred), "extra_ratio": 0.0, "seconds": tgt.seconds}
-    config = CloneConfig(**{"fraction": args.fraction, "seed": seed, **overrides})
-    start = time.perf_counter()
-    r = clone(source=src.path, target=tgt.path, classes="5", output=work / f"delta{seed}.safetensors", data=args.data,
-              target_data=args.data, position="auto", config=config, force=True, device="cpu")
-    rows["PNC"] = {k: r[k] for k in ("ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality")}
-    rows["PNC"].update(extra_ratio=r["extra_params_ratio"], seconds=time.perf_counter() - start, position=r["position"],
-                       search=r["search"], target_ori_acc=r["target_ori_acc"])
-    rows["joint retraining (upper bound)"] = {**eval_metrics(joint.network, splits, target_pred),
-                                              "extra_ratio": joint.num_params / tgt.num_params, "seconds": joint.seconds}
+    rows["target alone"] = {
+        **eval_metrics(target_only, splits, target_pred),
+        "extra_ratio": 0.0,
+        "seconds": tgt.seconds,
+    }
+    for method, variant in PNC_VARIANTS.items():
+        config = CloneConfig(**{"fraction": args.fraction, "seed": seed, **overrides, **variant})
+        start = time.perf_counter()
+        r = clone(
+            source=src.path,
+            target=tgt.path,
+            classes="5",
+            output=work / f"delta{seed}.safetensors",
+            data=args.data,
+            target_data=args.data,
+            position="auto",
+            config=config,
+            force=True,
+            device="cpu",
+        )
+        rows[method] = {k: r[k] for k in ("ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality")}
+        rows[method].update(
+            extra_ratio=r["extra_params_ratio"],
+            seconds=time.perf_counter() - start,
+            position=r["position"],
+            search=r["search"],
+            target_ori_acc=r["target_ori_acc"],
+        )
+    rows["joint retraining (upper bound)"] = {
+        **eval_metrics(joint.network, splits, target_pred),
+        "extra_ratio": joint.num_params / tgt.num_params,
+        "seconds": joint.seconds,
+    }
     kw = {"epochs": args.baseline_epochs, "seed": seed}
-    for name, fn, lr in [("naive fine-tuning", naive_finetune, 1e-3), ("LwF", lwf, 1e-3), ("LoRA r=4", lora_adapter, 3e-3)]:
+    for name, fn, lr in [
+        ("naive fine-tuning", naive_finetune, 1e-3),
+        ("LwF", lwf, 1e-3),
+        ("LoRA r=4", lora_adapter, 3e-3),
+    ]:
         t = fn(net, splits, lr=lr, **kw)
-        rows[name] = {**eval_metrics(t.forward, splits, target_pred), "extra_ratio": t.extra_params / tgt.num_params,
-                      "seconds": t.seconds}
+        rows[name] = {
+            **eval_metrics(t.forward, splits, target_pred),
+            "extra_ratio": t.extra_params / tgt.num_params,
+            "seconds": t.seconds,
+        }
     out: dict[str, Any] = {"seed": seed, "methods": rows, "source_test_accuracy": src.test_accuracy}
     if args.cli_time:
-        out["cli_seconds"] = time_cli(src.path, tgt.path, work / f"cli-delta{seed}.safetensors")
+        out["cli_seconds"], out["cli_cpu_seconds"] = time_cli(
+            src.path, tgt.path, work / f"cli-delta{seed}.safetensors"
+        )
+        out["load_average"] = os.getloadavg()[0]
     return out
 
 
@@ -125,8 +218,10 @@ def fmt(summary: dict[str, dict[str, float]], key: str) -> str:
 
 def report(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     summary = {m: summarize([r["methods"][m] for r in results], KEYS) for m in METHODS}
-    lines = ["| method | Ori Acc | Tar Acc | Avg Acc | Mean (Ori+Tar)/2 | locality | extra params (× target) | time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | Ori Acc | Tar Acc | Avg Acc | Mean (Ori+Tar)/2 | locality | extra params (× target) | time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m in METHODS:
         lines.append(f"| {m} | " + " | ".join(fmt(summary[m], k) for k in KEYS) + " |")
 
@@ -134,27 +229,52 @@ def report(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str
         return [f(r) for r in results]
 
     pnc = lambda r, k: r["methods"]["PNC"][k]  # noqa: E731
-    avg_gap = per_seed(lambda r: 100 * (r["methods"]["joint retraining (upper bound)"]["avg_acc"] - pnc(r, "avg_acc")))
+    avg_gap = per_seed(
+        lambda r: 100 * (r["methods"]["joint retraining (upper bound)"]["avg_acc"] - pnc(r, "avg_acc"))
+    )
     drop = per_seed(lambda r: 100 * (r["methods"]["target alone"]["ori_acc"] - pnc(r, "ori_acc")))
     over = per_seed(lambda r: 100 * (pnc(r, "avg_acc") - max(r["methods"][b]["avg_acc"] for b in BASELINES)))
     extra = per_seed(lambda r: pnc(r, "extra_ratio"))
     cli = [r["cli_seconds"] for r in results if "cli_seconds" in r]
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     goals = {
-        "avg_vs_joint": {"value": mean(avg_gap), "goal": f"<= {GOALS['avg_vs_joint']} pt", "met": mean(avg_gap) <= GOALS["avg_vs_joint"]},
-        "ori_drop": {"value": mean(drop), "goal": f"<= {GOALS['ori_drop']} pt", "met": mean(drop) <= GOALS["ori_drop"]},
-        "avg_over_best_baseline": {"value": mean(over), "goal": f">= {GOALS['avg_over_best_baseline']} pt",
-                                   "met": mean(over) >= GOALS["avg_over_best_baseline"]},
-        "extra_ratio": {"value": mean(extra), "goal": f"<= {GOALS['extra_ratio']}x", "met": mean(extra) <= GOALS["extra_ratio"]},
+        "avg_vs_joint": {
+            "value": mean(avg_gap),
+            "goal": f"<= {GOALS['avg_vs_joint']} pt",
+            "met": mean(avg_gap) <= GOALS["avg_vs_joint"],
+        },
+        "ori_drop": {
+            "value": mean(drop),
+            "goal": f"<= {GOALS['ori_drop']} pt",
+            "met": mean(drop) <= GOALS["ori_drop"],
+        },
+        "avg_over_best_baseline": {
+            "value": mean(over),
+            "goal": f">= {GOALS['avg_over_best_baseline']} pt",
+            "met": mean(over) >= GOALS["avg_over_best_baseline"],
+        },
+        "extra_ratio": {
+            "value": mean(extra),
+            "goal": f"<= {GOALS['extra_ratio']}x",
+            "met": mean(extra) <= GOALS["extra_ratio"],
+        },
     }
     if cli:
-        goals["cli_seconds"] = {"value": max(cli), "goal": f"<= {GOALS['cli_seconds']} s (slowest seed)",
-                                "met": max(cli) <= GOALS["cli_seconds"]}
+        goals["cli_seconds"] = {
+            "value": max(cli),
+            "goal": f"<= {GOALS['cli_seconds']} s (slowest seed)",
+            "met": max(cli) <= GOALS["cli_seconds"],
+        }
     lines += ["", "| goal | PNC (mean over seeds) | goal | reached |", "|---|---|---|---|"]
     for k, g in goals.items():
         lines.append(f"| {k} | {g['value']:.3f} | {g['goal']} | {'reached' if g['met'] else 'NOT reached'} |")
     positions = [r["methods"]["PNC"]["position"] for r in results]
-    lines.append(f"\nPNC chosen positions per seed: {positions}; CLI clone wall times (s): {[round(c, 1) for c in cli]}")
+    cpu = [round(r["cli_cpu_seconds"], 1) for r in results if "cli_cpu_seconds" in r]
+    load = [round(r["load_average"], 1) for r in results if "load_average" in r]
+    lines.append(
+        f"\nPNC chosen positions per seed: {positions}; `pnc clone` wall s: {[round(c, 1) for c in cli]}, "
+        f"CPU s: {cpu}, 1-min load average at the time: {load}"
+    )
     return "\n".join(lines), summary, goals
 
 
@@ -166,7 +286,9 @@ def main() -> None:
     ap.add_argument("--data", default="mnist5k")
     ap.add_argument("--arch", default="lenet5")
     ap.add_argument("--epochs", type=int, default=8, help="epochs of the target, source and joint models")
-    ap.add_argument("--baseline-epochs", type=int, default=10, help="epochs of naive fine-tuning, LwF and LoRA")
+    ap.add_argument(
+        "--baseline-epochs", type=int, default=10, help="epochs of naive fine-tuning, LwF and LoRA"
+    )
     ap.add_argument("--fraction", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of this process")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="CloneConfig overrides for PNC")
@@ -183,13 +305,20 @@ def main() -> None:
             results.append(run_seed(seed, args, overrides, Path(tmp)))
             print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     table, summary, goals = report(results)
-    header = (f"PNC clone quality: {args.data}, {args.arch} target 0-4 / source 5-9, clone '5', fraction {args.fraction}, "
-              f"seeds {args.seeds}, {args.threads} torch threads, CloneConfig overrides {overrides or 'none'}")
+    header = (
+        f"PNC clone quality: {args.data}, {args.arch} target 0-4 / source 5-9, clone '5', fraction {args.fraction}, "
+        f"seeds {args.seeds}, {args.threads} torch threads, CloneConfig overrides {overrides or 'none'}"
+    )
     print(header + "\n\n" + table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-           "clone_config": CloneConfig(**{"fraction": args.fraction, **overrides}).to_dict(),
-           "per_seed": results, "summary": summary, "goals": goals, "seconds": time.perf_counter() - start}
+    doc = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "clone_config": CloneConfig(**{"fraction": args.fraction, **overrides}).to_dict(),
+        "per_seed": results,
+        "summary": summary,
+        "goals": goals,
+        "seconds": time.perf_counter() - start,
+    }
     args.out.write_text(json.dumps(doc, indent=1, default=float) + "\n")
     print(f"\nwrote {args.out} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 

@@ -35,15 +35,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _seed_common import (  # noqa: E402
-    Growing, cached_base, clone_metrics, fmt_pm, labelled, seq_step, summarize, table, task_accuracies, weights_equal,
+    Growing,
+    cached_base,
+    clone_metrics,
+    config_summary,
+    fmt_pm,
+    labelled,
+    seq_step,
+    summarize,
+    table,
+    task_accuracies,
+    weights_equal,
 )
 
 from pnc_cli.api import apply_delta, load_cloned, remove_delta  # noqa: E402
 from pnc_cli.checkpoint import load_model  # noqa: E402
+from pnc_cli.config import CloneConfig  # noqa: E402
 from pnc_cli.training import predict_logits  # noqa: E402
 
 SEED_T6 = [("Grow", "yes", "1.3×", 54.7), ("APD", "no", "1.3×", 57.5), ("CPG", "no", "1.3×", 60.1), ("GROWN", "yes", "1.2×", 60.8),
            ("FFNB", "yes", "0.5×", 68.1), ("DER", "yes", "0.8×", 72.5), ("PNC", "yes", "0.1×", 73.6)]
+SEED_T3_AVG = [84.8, 84.3, 82.9, 82.3, 80.9]  # seed Table 3: pre-trained target's Acc-1, then PNC-s1..s4 Avg
 METHODS = ["PNC", "naive fine-tuning", "LwF", "joint retraining (upper bound)"]
 
 
@@ -134,7 +146,7 @@ def plots(results: list[dict[str, Any]], n_tasks: int, img_stack: Path, img_meth
     import numpy as np
 
     steps = [s["step"] for s in results[0]["pnc_steps"]]
-    fig, ax = plt.subplots(figsize=(8, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.4, 5.2), dpi=120)
     x = np.arange(len(steps))
     for t in range(n_tasks):
         xs = [i for i, s in enumerate(results[0]["pnc_steps"]) if len(s["per_task"]) > t]
@@ -142,6 +154,9 @@ def plots(results: list[dict[str, Any]], n_tasks: int, img_stack: Path, img_meth
         ax.errorbar(xs, vals.mean(0), yerr=vals.std(0), marker="o", capsize=3, label=f"task {t + 1} ({{{2 * t},{2 * t + 1}}})")
     avg = np.array([[100 * s["avg_acc"] for s in r["pnc_steps"]] for r in results])
     ax.errorbar(x, avg.mean(0), yerr=avg.std(0), color="k", linewidth=2.2, marker="s", capsize=3, label="Avg (pooled)")
+    n_add = sum(1 for s in steps if s.startswith("+"))
+    ref = SEED_T3_AVG[: n_add + 1]
+    ax.plot(range(len(ref)), ref, "k--", alpha=0.45, marker=".", label="seed PNC-s Avg (CIFAR-100)")
     ax.set_xticks(x)
     ax.set_xticklabels(["target"] + steps[1:], rotation=30)
     ax.set_ylabel("test accuracy on the tasks in the model (%)")
@@ -151,7 +166,7 @@ def plots(results: list[dict[str, Any]], n_tasks: int, img_stack: Path, img_meth
     ax2.bar(x, ex.mean(0), color="grey", alpha=0.2, width=0.6)
     ax2.set_ylabel("extra params (× target), grey bars")
     ax.set_title(f"Table 3 / Eq. 5: stacked PNC deltas on a lenet5 target, mean ± std over {len(results)} seed(s)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=4)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     img_stack.parent.mkdir(parents=True, exist_ok=True)
@@ -214,20 +229,23 @@ def main() -> None:
     if args.quick:
         args.seeds, args.tasks, args.clone_epochs, args.baseline_epochs, suffix = args.seeds[:1], 3, 4, 4, "-quick"
         args.out = args.out.with_name(f"seed-incremental{suffix}.json")
+        args.img_dir = Path("bench-out")  # quick plots stay out of docs/
     torch.set_num_threads(1)
     start = time.perf_counter()
-    work = args.out.parent / "seed-incremental-work"
+    work = args.out.parent / f"seed-incremental-{args.data}-work"
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in args.seeds:
         results.append(run_seed(seed, args, work))
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     text = (f"{args.data}, {args.tasks} tasks of 2 classes, lenet5 target (task 1) and sources (one task each), base epochs "
-            f"{args.epochs}, clone epochs {args.clone_epochs}, baseline epochs/task {args.baseline_epochs}, seeds {args.seeds}\n\n"
+            f"{args.epochs}, clone epochs {args.clone_epochs}, baseline epochs/task {args.baseline_epochs}, seeds {args.seeds}; "
+            f"CloneConfig defaults: {config_summary()}\n\n"
             + report(results, args.tasks))
     print(text)
     plots(results, args.tasks, args.img_dir / f"seed-incremental-stack{suffix}.png", args.img_dir / f"seed-incremental-methods{suffix}.png")
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "per_seed": results, "table": text,
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "clone_config": CloneConfig().to_dict(),
+                                    "per_seed": results, "table": text,
                                     "seconds": time.perf_counter() - start}, indent=1) + "\n")
     print(f"\nwrote {args.out} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 

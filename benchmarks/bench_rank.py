@@ -17,7 +17,7 @@ cheaper. Models are trained once per seed and kept under ``--out`` (delete it to
 Timings are wall-clock on whatever machine runs it (CPU unless --device says otherwise).
 
     python benchmarks/bench_rank.py --quick                 # 1 seed, 6 sources, 1 clone epoch
-    python benchmarks/bench_rank.py --seeds 0 1 2           # 7 sources, 1 clone epoch per position
+    python benchmarks/bench_rank.py --seeds 0 1 2           # 7 sources, default clone config
 """
 
 from __future__ import annotations
@@ -300,7 +300,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 seed, 6 sources, 1 clone epoch per position")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick: 0)")
-    p.add_argument("--clone-epochs", type=int, default=1, help="clone epochs per position (default 1)")
+    p.add_argument(
+        "--clone-epochs",
+        type=int,
+        default=None,
+        help=f"clone epochs per position (default {CloneConfig.epochs}; quick: 1)",
+    )
     p.add_argument("--samples", type=int, default=SurrogateConfig.samples)
     p.add_argument("--masks", type=int, default=SurrogateConfig.masks)
     p.add_argument("--out", type=Path, default=Path("bench-out/rank"), help="models, deltas and results.json")
@@ -312,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     zoo = list(QUICK_ZOO if args.quick else ZOO)
-    clone_config = CloneConfig(epochs=args.clone_epochs)
+    clone_config = CloneConfig(epochs=args.clone_epochs or (1 if args.quick else CloneConfig.epochs))
     sconfig = SurrogateConfig(samples=args.samples, masks=args.masks)
     start = time.perf_counter()
     results = []

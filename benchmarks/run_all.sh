@@ -12,3 +12,9 @@ mkdir -p "$OUT"
 
 # Ranking sources (pnc rank-sources): Spearman(score, clone accuracy) and cost vs. cloning from all (docs/benchmarks.md "Ranking sources")
 "$PY" benchmarks/bench_rank.py --seeds 0 1 2 --out "$OUT/rank" | tee "$OUT/rank.md"
+
+# Seed experiments (issue 6): Tables 2, 4, 5, 3/6 on mnist5k, 3 seeds; plots in docs/img/seed-*.png (docs/benchmarks.md "Seed experiments")
+"$PY" benchmarks/bench_data_size.py --seeds 0 1 2 | tee "$OUT/seed-data-size.md"
+"$PY" benchmarks/bench_num_classes.py --seeds 0 1 2 | tee "$OUT/seed-num-classes.md"
+"$PY" benchmarks/bench_archs.py --seeds 0 1 2 | tee "$OUT/seed-archs.md"
+"$PY" benchmarks/bench_incremental.py --seeds 0 1 2 | tee "$OUT/seed-incremental.md"

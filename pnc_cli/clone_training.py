@@ -74,22 +74,26 @@ def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tenso
 
 
 class _TrainSelector(ChannelSelector):
-    """A selector whose forward mask can be the straight-through estimate of the hard mask."""
+    """A selector whose forward mask can be the straight-through estimate of a hard mask.
+
+    In straight-through mode the forward pass uses ``st_masks`` (the budget-fitted hard masks) when
+    set, else ``soft >= 0.5``; gradients flow through the soft mask either way.
+    """
 
     straight_through = False
+    st_masks: dict[str, torch.Tensor] | None = None
 
     def mask(self, name: str) -> torch.Tensor:
         if self.straight_through and not self.is_hard:
             soft = self.soft_mask(name)
-            return (soft >= 0.5).to(soft.dtype) + soft - soft.detach()
+            hard = self.st_masks[name].to(soft.device) if self.st_masks is not None else soft >= 0.5
+            return hard.to(soft.dtype) + soft - soft.detach()
         return super().mask(name)
 
 
 def _temperature(config: CloneConfig, epoch: int) -> float:
-    """Geometric annealing from ``temperature`` (first epoch) to ``temperature_end`` (last epoch)."""
-    if config.epochs == 1:
-        return config.temperature_end
-    return config.temperature * (config.temperature_end / config.temperature) ** (epoch / (config.epochs - 1))
+    """Geometric annealing from ``temperature`` (first epoch) to ``temperature_end`` (last epoch, if not the first)."""
+    return config.temperature * (config.temperature_end / config.temperature) ** (epoch / max(config.epochs - 1, 1))
 
 
 class _Step:
@@ -98,6 +102,8 @@ class _Step:
     def __init__(self, cloned: ClonedModel, name: str, source: Network, local: LocalTargets | None, config: CloneConfig) -> None:
         self.cloned, self.name, self.source, self.local, self.config = cloned, name, source, local, config
         self.branch = cloned.branches[name]
+        ratio = config.max_extra_ratio
+        self.budget = None if ratio is None else int(ratio * cloned.target.num_params())
         self.offset = len(cloned.classes) - len(self.branch.classes)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -139,6 +145,8 @@ def _run_epochs(
         if schedule and isinstance(selector, _TrainSelector):
             selector.temperature = _temperature(step.config, epoch)
             selector.straight_through = epoch >= epochs - step.config.straight_through_epochs
+            if selector.straight_through and step.budget is not None:
+                selector.st_masks, _ = budget_masks(selector, step.branch, step.budget)
         sums: dict[str, float] = {}
         total_sum, n = 0.0, 0
         for idx in torch.randperm(len(labels), generator=g).split(bs):
@@ -196,8 +204,8 @@ def train_branch(
         result.epoch_losses, result.components = _run_epochs(step, opt, selector, images, labels, config.epochs, g, device,
                                                              progress, schedule=True)
         selector.binarize()
-        if config.max_extra_ratio is not None:
-            fit_budget(selector, branch, int(config.max_extra_ratio * cloned.target.num_params()))
+        if step.budget is not None:
+            fit_budget(selector, branch, step.budget)
         result.masks = {k: v.cpu() for k, v in selector.hard_masks().items()}
         result.kept_fraction = selector.kept_fraction()
         if config.finetune_epochs:
@@ -218,15 +226,16 @@ def branch_params(branch: Branch, masks: dict[str, torch.Tensor]) -> int:
     return own + count_kept_params(branch.module, masks, branch.adapter.out_shape)
 
 
-def fit_budget(selector: ChannelSelector, branch: Branch, budget: int) -> bool:
-    """Drop the lowest-scoring kept filters (one global score threshold) until the branch fits ``budget``.
+def budget_masks(selector: ChannelSelector, branch: Branch, budget: int) -> tuple[dict[str, torch.Tensor], bool]:
+    """The selector's hard masks, minus the lowest-scoring filters (one global score threshold) until
+    the branch fits ``budget`` parameters; and whether it fits.
 
-    Every layer keeps at least its top-scoring filter. Returns whether the budget is met; where even
-    that minimum does not fit, the minimum is kept and a warning logged.
+    Every layer keeps at least its top-scoring filter; where even that minimum does not fit, the
+    minimum is returned.
     """
     masks = selector.hard_masks()
     if branch_params(branch, masks) <= budget:
-        return True
+        return masks, True
     scores = {n: selector.score(n).detach().cpu() for n in selector.names}
 
     def trimmed(t: float) -> dict[str, torch.Tensor]:
@@ -249,8 +258,13 @@ def fit_budget(selector: ChannelSelector, branch: Branch, budget: int) -> bool:
         else:
             lo = mid + 1
     final = trimmed(cuts[lo])
-    selector.set_hard_masks(final)
-    ok = branch_params(branch, final) <= budget
+    return final, branch_params(branch, final) <= budget
+
+
+def fit_budget(selector: ChannelSelector, branch: Branch, budget: int) -> bool:
+    """Switch the selector to :func:`budget_masks`; log a warning where the budget cannot be met."""
+    masks, ok = budget_masks(selector, branch, budget)
+    selector.set_hard_masks(masks)
     if not ok:
         log.warning("branch at R=%d keeps one filter per layer and still exceeds the extra-params budget (%d params)",
                     branch.position, budget)

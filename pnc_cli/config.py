@@ -100,21 +100,21 @@ class CloneConfig:
     """
 
     epochs: int = 10
-    lr: float = 3e-3
+    lr: float = 1e-2
     mask_lr: float = 5e-2
     batch_size: int = 64
-    alpha: float = 0.01
-    beta: float = 0.01
-    gamma: float = 0.05
+    alpha: float = 0.0
+    beta: float = 0.0
+    gamma: float = 1.0
     mask_penalty: str = "params"
     temperature: float = 1.0
-    temperature_end: float = 1.0
-    straight_through_epochs: int = 0
+    temperature_end: float = 0.1
+    straight_through_epochs: int = 3
     init_score: float = 3.0
-    finetune_epochs: int = 1
-    finetune_lr_scale: float = 1 / 3
-    ins_logits: str = "calibrated"
-    max_extra_ratio: float | None = None
+    finetune_epochs: int = 3
+    finetune_lr_scale: float = 1.0
+    ins_logits: str = "raw"
+    max_extra_ratio: float | None = 0.1
     loc_samples: int = 8
     loc_masks: int = 8
     fraction: float = 0.3

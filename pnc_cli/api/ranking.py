@@ -146,6 +146,7 @@ def _row(
         "eligible": reason is None,
         "reason": reason,
         "cached": fitted.cached if fitted is not None else False,
+        "surrogate": str(fitted.path) if fitted is not None and fitted.path is not None else None,
         "classes": list(model.spec.classes) if model is not None else None,
     }
 
@@ -193,7 +194,7 @@ def rank_sources(
 
     Returns:
         ``{"ranking": [{"rank", "source", "score", "similarity", "evidence", "arch", "params", "seconds",
-        "eligible", "reason", "cached", "classes"}], "target", "classes", "data", "samples", "masks",
+        "eligible", "reason", "cached", "surrogate", "classes"}], "target", "classes", "data", "samples", "masks",
         "grid", "columns", "score", "seed", "failed", "seconds"}``; eligible rows first, highest score first (ties by name), then
         the ineligible ones in the order given.
 
@@ -255,7 +256,7 @@ def rank_sources(
             fitted = _fit_model(loaded, chosen, identity, masks, cfg, cache_dir, data_hash, dev, progress)
         except (PncError, RuntimeError, ValueError, OSError) as exc:
             reason = str(exc) if isinstance(exc, PncError) else f"{type(exc).__name__}: {exc}"
-            log.warning("source %s is not eligible: %s", src, reason)
+            log.info("source %s is not eligible: %s", src, reason)
             rows[name] = _row(str(src), None, loaded, time.perf_counter() - start, reason)
             continue
         thetas[name] = fitted.theta
@@ -320,7 +321,9 @@ def rank_and_clone(
 
     ``clone_kwargs`` go to ``pnc_cli.api.cloning.clone`` (e.g. ``config``, ``position``,
     ``target_data``); ``classes``, ``data``, ``output``, ``force``, ``device`` and ``progress`` are
-    passed on unless given there. Returns the ranking document with a ``"clone"`` entry.
+    passed on unless given there. When the winner's G was stored in ``surrogates_dir`` from the train
+    split, the clone reuses it (``clone(surrogate=...)``; it needs one only when its config has
+    ``alpha`` or ``beta`` > 0). Returns the ranking document with a ``"clone"`` entry.
 
     Raises:
         RuntimeFailure: no source is eligible (nothing is written).
@@ -349,6 +352,11 @@ def rank_and_clone(
         "progress": progress,
         **(clone_kwargs or {}),
     }
+    same_split = rank_kwargs.get("split", "train") == "train" and rank_kwargs.get(
+        "split_seed", 0
+    ) == kwargs.get("split_seed", 0)
+    if best["surrogate"] and same_split:
+        kwargs.setdefault("surrogate", best["surrogate"])
     log.info(
         "cloning %s from the best source %s (score %.4f)", kwargs["classes"], best["source"], best["score"]
     )

@@ -13,7 +13,7 @@ from torch import nn
 from pnc_cli.api import rank_sources
 from pnc_cli.api import ranking as api_ranking
 from pnc_cli.checkpoint import load_model, save_model
-from pnc_cli.config import SurrogateConfig, TrainConfig
+from pnc_cli.config import CloneConfig, SurrogateConfig, TrainConfig
 from pnc_cli.errors import ConfigError, IncompatibleError, UsageError
 from pnc_cli.ranking import class_evidence, rank_scores, restrict_columns, score_sources
 from pnc_cli.zest import align_columns
@@ -93,7 +93,9 @@ def test_class_evidence_uses_each_class_column_on_its_own_samples() -> None:
     theta[:2, :, 1] = 100.0  # column 1 on class-0 samples: not counted
     labels = torch.tensor([0, 0, 1, 1])
     assert class_evidence(theta, [0, 1], labels) == pytest.approx(4.5)
-    assert class_evidence(theta, [1], torch.zeros(4, dtype=torch.long)) == pytest.approx((300 + 300 + 6 + 6) / 4)
+    assert class_evidence(theta, [1], torch.zeros(4, dtype=torch.long)) == pytest.approx(
+        (300 + 300 + 6 + 6) / 4
+    )
     assert rank_scores({"b": 1.0, "a": 1.0, "c": 2.0}) == [("c", 2.0), ("a", 1.0), ("b", 1.0)]
     with pytest.raises(ConfigError):
         class_evidence(theta, [0], torch.full((4,), 5))
@@ -203,3 +205,22 @@ def test_bad_arguments() -> None:
         rank_sources(target="t", sources=["s"], classes="5", data="digits", score="accuracy")
     with pytest.raises(UsageError):
         rank_sources(target="t", sources=["s"], classes="", data="digits")
+
+
+def test_rank_and_clone_reuses_the_winners_surrogate(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "delta.safetensors"
+    doc = api_ranking.rank_and_clone(
+        target=models["target"],
+        sources=[models["weak"], models["source"]],
+        classes="5",
+        data="digits",
+        output=out,
+        config=FAST,
+        surrogates_dir=tmp_path / "G",
+        device="cpu",
+        clone_kwargs={"config": CloneConfig(epochs=1, alpha=0.01, beta=0.01), "position": 2},
+    )
+    best = doc["ranking"][0]
+    assert out.exists() and doc["clone"]["source"] == best["source"]
+    assert best["surrogate"] and Path(best["surrogate"]).parent == tmp_path / "G"
+    assert {"tar_acc", "avg_acc"} <= set(doc["clone"])
