@@ -18,3 +18,10 @@ mkdir -p "$OUT"
 "$PY" benchmarks/bench_num_classes.py --seeds 0 1 2 | tee "$OUT/seed-num-classes.md"
 "$PY" benchmarks/bench_archs.py --seeds 0 1 2 | tee "$OUT/seed-archs.md"
 "$PY" benchmarks/bench_incremental.py --seeds 0 1 2 | tee "$OUT/seed-incremental.md"
+
+# Cloning quality (issue 4): PNC vs target alone, joint retraining, naive fine-tuning, LwF, LoRA; 3 seeds (docs/benchmarks.md "Cloning quality (issue 4)")
+"$PY" benchmarks/bench_clone.py --seeds 0 1 2 --out "$OUT/clone.json" | tee "$OUT/clone.md"
+
+# Seed experiments (issue 6) on scikit-learn digits: Tables 2 and 4 (docs/benchmarks.md "Seed experiments")
+"$PY" benchmarks/bench_data_size.py --seeds 0 1 2 --data digits --out "$OUT/seed-data-size-digits.json" --img docs/img/seed-data-size-digits.png | tee "$OUT/seed-data-size-digits.md"
+"$PY" benchmarks/bench_num_classes.py --seeds 0 1 2 --data digits --out "$OUT/seed-num-classes-digits.json" --img docs/img/seed-num-classes-digits.png | tee "$OUT/seed-num-classes-digits.md"

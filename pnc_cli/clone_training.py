@@ -5,13 +5,14 @@ Layer L3 (torch). Loss: L_cls + α·L_loc + β·L_ins + γ·‖M‖₁ where
   target-domain samples carry the target's own prediction);
 - L_loc: Π_b-weighted squared error between the masked source path M_s^[0:R_s] ∘ M_f ∘ F_c on b·x_i
   and the local model g_i(b) restricted to C_f;
-- L_ins: the same for M_c's new-class logits z_f;
-- ‖M‖₁: mean soft mask (pressure towards fewer kept filters).
+- L_ins: the same for M_c's new-class logits z_f (before the calibration with ``ins_logits="raw"``);
+- ‖M‖₁: the selector penalty (``mask_penalty``; "params": expected kept share of maskable parameters).
 Schedule (docs/cloning.md "Training details"): the selector temperature is annealed geometrically from
 ``temperature`` to ``temperature_end`` over the ``epochs``; in the last ``straight_through_epochs`` of
-them the forward pass uses the hard 0/1 mask (gradients through the soft one). Then the mask is
-binarised, the adapter and head are fine-tuned with the hard mask for ``finetune_epochs``, and the
-dropped filters are zeroed in the branch's own copy of the source blocks.
+them the forward pass uses the hard 0/1 mask, trimmed to the size budget ``max_extra_ratio`` when one is
+set (gradients through the soft mask). Then the mask is binarised and trimmed to the budget, the adapter
+and head are fine-tuned with the hard mask for ``finetune_epochs``, and the dropped filters are zeroed
+in the branch's own copy of the source blocks.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def _run_epochs(
     for epoch in range(epochs):
         if schedule and isinstance(selector, _TrainSelector):
             selector.temperature = _temperature(step.config, epoch)
-            selector.straight_through = epoch >= epochs - step.config.straight_through_epochs
+            # never in the first epoch: the scores have not been trained yet
+            selector.straight_through = epoch >= max(epochs - step.config.straight_through_epochs, 1)
             if selector.straight_through and step.budget is not None:
                 selector.st_masks, _ = budget_masks(selector, step.branch, step.budget)
         sums: dict[str, float] = {}
@@ -227,37 +229,38 @@ def branch_params(branch: Branch, masks: dict[str, torch.Tensor]) -> int:
 
 
 def budget_masks(selector: ChannelSelector, branch: Branch, budget: int) -> tuple[dict[str, torch.Tensor], bool]:
-    """The selector's hard masks, minus the lowest-scoring filters (one global score threshold) until
-    the branch fits ``budget`` parameters; and whether it fits.
+    """The selector's hard masks, minus the lowest-scoring kept filters until the branch fits ``budget``
+    parameters; and whether it fits.
 
-    Every layer keeps at least its top-scoring filter; where even that minimum does not fit, the
-    minimum is returned.
+    Kept filters are ranked by score over all layers (ties: layer order, then index) and the fewest
+    lowest-ranked ones are dropped (bisection). Every layer keeps at least its top-ranked filter; where
+    even that minimum does not fit, the minimum is returned.
     """
     masks = selector.hard_masks()
     if branch_params(branch, masks) <= budget:
         return masks, True
-    scores = {n: selector.score(n).detach().cpu() for n in selector.names}
+    scores = {n: selector.score(n).detach().cpu().tolist() for n in selector.names}
+    cand = [(scores[n][i], li, i, n) for li, n in enumerate(selector.names) for i in torch.nonzero(masks[n]).flatten().tolist()]
+    cand.sort()  # ascending score; ties by layer order, then index
+    last = {}
+    for _, _, i, n in cand:
+        last[n] = i  # each layer's top-ranked kept filter: never dropped
 
-    def trimmed(t: float) -> dict[str, torch.Tensor]:
-        out = {}
-        for n, keep in masks.items():
-            k = keep & (scores[n] >= t)
-            if not bool(k.any()):
-                k = torch.zeros_like(keep)
-                k[int(torch.argmax(torch.where(keep, scores[n], torch.tensor(float("-inf")))))] = True
-            out[n] = k
+    def drop(k: int) -> dict[str, torch.Tensor]:
+        out = {n: m.clone() for n, m in masks.items()}
+        for _, _, i, n in cand[:k]:
+            if i != last[n]:
+                out[n][i] = False
         return out
 
-    # thresholds: every kept score (ascending), then +inf (one filter per layer); cost falls as t rises
-    cuts = [*torch.cat([scores[n][masks[n]] for n in selector.names]).unique().tolist(), float("inf")]
-    lo, hi = 1, len(cuts) - 1  # cuts[0] keeps everything, which does not fit
+    lo, hi = 1, len(cand)  # drop(0) does not fit; drop(len) is the minimum
     while lo < hi:
         mid = (lo + hi) // 2
-        if branch_params(branch, trimmed(cuts[mid])) <= budget:
+        if branch_params(branch, drop(mid)) <= budget:
             hi = mid
         else:
             lo = mid + 1
-    final = trimmed(cuts[lo])
+    final = drop(lo)
     return final, branch_params(branch, final) <= budget
 
 
