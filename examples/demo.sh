@@ -21,7 +21,9 @@ pnc surrogate --model "$S" --data mnist5k --classes 5 --samples 100 -o "$OUT/sou
 
 echo
 echo "== 3. search the insertion position R for class 5 (loss per block boundary; plot in $OUT/search.png)"
-pnc search --source "$S" --target "$T" --classes 5 --surrogate "$OUT/source-G.safetensors" \
+echo "   the seed's full objective L_cls + a·L_loc + b·L_ins uses G; the defaults (a = b = 0) are what"
+echo "   benchmarks/bench_clone.py measured best, see docs/benchmarks.md"
+pnc search --source "$S" --target "$T" --classes 5 --surrogate "$OUT/source-G.safetensors" --alpha 0.01 --beta 0.01 \
   -o "$OUT/search.safetensors" --plot "$OUT/search.png" --force
 
 echo

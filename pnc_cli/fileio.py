@@ -271,7 +271,7 @@ def parse_json_meta(metadata: Mapping[str, str], key: str, path: str | Path, def
 
 
 KIND_HINTS = {
-    "model": "a model file (from `pnc train` or `pnc import`); a delta comes from `pnc clone` and is applied with `pnc apply`",
+    "model": "a model file (from `pnc train`; deltas come from `pnc clone`, cloned models from `pnc apply`)",
     "delta": "a delta file (from `pnc clone`); apply it to its target with `pnc apply --target T --delta D`",
     "cloned": "a cloned model (target + deltas); `pnc remove` strips its deltas",
     "surrogate": "a surrogate file (from `pnc surrogate`)",

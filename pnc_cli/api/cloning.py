@@ -259,6 +259,8 @@ def _summary(delta: DeltaFile, path: Path, sha: str, metrics: dict[str, Any], in
 def _train(inp: CloneInputs, positions: list[int], config: CloneConfig, sconfig: SurrogateConfig, surrogate: str | Path | None,
            dev: torch.device, progress: Progress) -> tuple[SearchOutcome, SurrogateConfig | None]:
     use_local = config.alpha > 0 or config.beta > 0
+    if surrogate is not None and not use_local:
+        log.warning("--surrogate %s is not used: alpha = beta = 0 turn L_loc and L_ins off (pass --alpha/--beta)", surrogate)
     local = local_targets(inp, sconfig, surrogate, dev, progress) if use_local else None
     return run_search(inp, positions, local, config, dev, progress), (local.surrogate.config if local else None)
 

@@ -40,6 +40,7 @@ AlphaOpt = Annotated[float, typer.Option(help="Weight of L_loc.")]
 BetaOpt = Annotated[float, typer.Option(help="Weight of L_ins.")]
 GammaOpt = Annotated[float, typer.Option(help="Weight of the mask L1 penalty.")]
 LrOpt = Annotated[float, typer.Option(help="Learning rate of adapter and head.")]
+MaxExtraOpt = Annotated[float, typer.Option(help="Size budget: delta params / target params after pruning (0: no budget).")]
 RenameOpt = Annotated[list[str] | None, typer.Option(help="Rename a cloned class OLD=NEW (needed when the target has that name).")]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output file.")]
 
@@ -73,6 +74,7 @@ def clone(
     data: DataOpt = None, target_data: TargetDataOpt = None, fraction: FractionOpt = D.fraction,
     position: PositionOpt = "auto", epochs: EpochsOpt = D.epochs, select_by: SelectOpt = D.select_by,
     alpha: AlphaOpt = D.alpha, beta: BetaOpt = D.beta, gamma: GammaOpt = D.gamma, lr: LrOpt = D.lr,
+    max_extra: MaxExtraOpt = D.max_extra_ratio or 0.0,
     surrogate: Annotated[Path | None, typer.Option(help="Precomputed local model set of the source (pnc surrogate).")] = None,
     search_file: Annotated[Path | None, typer.Option("--search", help="Finish from a pnc search output instead of searching again.")] = None,
     link_source: Annotated[bool, typer.Option(help="Online delta: store no source weights, only the source's sha256.")] = False,
@@ -83,7 +85,8 @@ def clone(
     json_out: JsonOpt = False, seed: SeedOpt = SEED, device: DeviceOpt = DEFAULT_DEVICE, quiet: QuietOpt = False,
 ) -> None:
     """Clone source classes into the target as a removable delta (adapter + filter mask + head)."""
-    config = _config(epochs=epochs, fraction=fraction, select_by=select_by, alpha=alpha, beta=beta, gamma=gamma, lr=lr, seed=seed)
+    config = _config(epochs=epochs, fraction=fraction, select_by=select_by, alpha=alpha, beta=beta, gamma=gamma, lr=lr,
+                     max_extra_ratio=max_extra or None, seed=seed)
     doc = cloning.clone(
         source=source, target=target, classes=classes, output=output, data=data, target_data=target_data,
         position=position, config=config, surrogate=surrogate, search=search_file, link_source=link_source,
@@ -101,13 +104,15 @@ def search(
     data: DataOpt = None, target_data: TargetDataOpt = None, fraction: FractionOpt = D.fraction,
     epochs: EpochsOpt = D.epochs, select_by: SelectOpt = D.select_by,
     alpha: AlphaOpt = D.alpha, beta: BetaOpt = D.beta, gamma: GammaOpt = D.gamma, lr: LrOpt = D.lr,
+    max_extra: MaxExtraOpt = D.max_extra_ratio or 0.0,
     surrogate: Annotated[Path | None, typer.Option(help="Precomputed local model set of the source (pnc surrogate).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the loss/accuracy curve as a PNG (plot extra).")] = None,
     rename: RenameOpt = None, split_seed: SplitSeedOpt = 0, force: ForceOpt = False,
     json_out: JsonOpt = False, seed: SeedOpt = SEED, device: DeviceOpt = DEFAULT_DEVICE, quiet: QuietOpt = False,
 ) -> None:
     """Train a branch at every block boundary and report the loss per insertion position; keep R*'s branch."""
-    config = _config(epochs=epochs, fraction=fraction, select_by=select_by, alpha=alpha, beta=beta, gamma=gamma, lr=lr, seed=seed)
+    config = _config(epochs=epochs, fraction=fraction, select_by=select_by, alpha=alpha, beta=beta, gamma=gamma, lr=lr,
+                     max_extra_ratio=max_extra or None, seed=seed)
     doc = cloning.search(
         source=source, target=target, classes=classes, output=output, data=data, target_data=target_data, config=config,
         surrogate=surrogate, plot=plot, rename=rename, split_seed=split_seed, force=force, device=device, progress=progress(quiet),

@@ -352,7 +352,7 @@ def _bad(m: SimpleNamespace) -> dict[str, tuple[list[Any], int, str]]:
         "search file is a model": (
             ["clone", "-s", s, "-t", t, "-c", 5, "--search", t],
             2,
-            "not a pnc search output",
+            "not a search file",
         ),
         "search: class not in the source": (["search", "-s", s, "-t", t, "-c", 3], 2, "unknown class '3'"),
         "search: input size differs": (["search", "-s", s, "-t", m.small, "-c", 5], 4, "takes 1x16px inputs"),
