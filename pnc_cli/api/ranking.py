@@ -44,6 +44,7 @@ from ..progress import NullProgress, Progress
 from ..ranking import COLUMN_MODES, SCORE_MODES, class_evidence, rank_scores, score_sources
 from ..surrogate import draw_masks
 from ..surrogate_file import SurrogateFile, read_surrogate, write_surrogate
+from .cloning import clone
 from .surrogates import samples_sha256, select_samples, surrogate_file_for, surrogate_for
 
 log = logging.getLogger(__name__)
@@ -328,8 +329,6 @@ def rank_and_clone(
     Raises:
         RuntimeFailure: no source is eligible (nothing is written).
     """
-    from .cloning import clone
-
     check_output(output, force=force, inputs=[target, *sources])
     doc = rank_sources(
         target=target,

@@ -5,6 +5,7 @@ Layer L5: parse options → build config → call ``pnc_cli.api`` → render (ta
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,8 +36,6 @@ ArchArgOpt = Annotated[list[str] | None, typer.Option("--arch-arg", help="Archit
 
 
 def _arch_kwargs(items: list[str] | None) -> dict[str, Any]:
-    import json
-
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
