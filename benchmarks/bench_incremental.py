@@ -78,7 +78,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     deltas, names, files = [], [], [Path(tgt["path"])]
     for k, src in enumerate(srcs, start=1):
         d = work / f"delta-t{k + 1}-s{seed}.safetensors"
-        m = clone_metrics(source=src["path"], target=tgt["path"], classes=",".join(tasks_names[k]), data=args.data, seed=seed,
+        m = clone_metrics(source=src["path"], target=str(files[-1]) if args.train_on_stack else tgt["path"], classes=",".join(tasks_names[k]), data=args.data, seed=seed,
                           out=d, epochs=args.clone_epochs, fraction=0.3)
         deltas.append(m)
         names.append(m["name"])
@@ -221,6 +221,8 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=5, help="epochs of the base models (target, sources, joint)")
     ap.add_argument("--clone-epochs", type=int, default=10)
+    ap.add_argument("--train-on-stack", action="store_true",
+                    help="clone each task against the current cloned model (target + earlier deltas) instead of the bare target")
     ap.add_argument("--baseline-epochs", type=int, default=5, help="epochs per task of naive fine-tuning and LwF")
     ap.add_argument("--out", type=Path, default=Path("bench-out/seed-incremental.json"))
     ap.add_argument("--img-dir", type=Path, default=Path("docs/img"))
@@ -230,9 +232,12 @@ def main() -> None:
         args.seeds, args.tasks, args.clone_epochs, args.baseline_epochs, suffix = args.seeds[:1], 3, 4, 4, "-quick"
         args.out = args.out.with_name(f"seed-incremental{suffix}.json")
         args.img_dir = Path("bench-out")  # quick plots stay out of docs/
+    if args.train_on_stack:
+        suffix += "-stacktrain"
+        args.out = args.out.with_name(f"seed-incremental{suffix}.json")
     torch.set_num_threads(1)
     start = time.perf_counter()
-    work = args.out.parent / f"seed-incremental-{args.data}-work"
+    work = args.out.parent / f"seed-incremental-{args.data}{suffix}-work"
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in args.seeds:

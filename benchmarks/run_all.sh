@@ -18,6 +18,7 @@ mkdir -p "$OUT"
 "$PY" benchmarks/bench_num_classes.py --seeds 0 1 2 | tee "$OUT/seed-num-classes.md"
 "$PY" benchmarks/bench_archs.py --seeds 0 1 2 | tee "$OUT/seed-archs.md"
 "$PY" benchmarks/bench_incremental.py --seeds 0 1 2 | tee "$OUT/seed-incremental.md"
+"$PY" benchmarks/bench_incremental.py --seeds 0 1 2 --train-on-stack | tee "$OUT/seed-incremental-stacktrain.md"
 
 # Cloning quality (issue 4): PNC vs target alone, joint retraining, naive fine-tuning, LwF, LoRA; 3 seeds (docs/benchmarks.md "Cloning quality (issue 4)")
 "$PY" benchmarks/bench_clone.py --seeds 0 1 2 --out "$OUT/clone.json" | tee "$OUT/clone.md"

@@ -117,8 +117,13 @@ class ClonedModel(nn.Module):
         return self.target_classes + [c for b in self.branches.values() for c in b.classes]  # type: ignore[union-attr]
 
     def train(self, mode: bool = True) -> ClonedModel:
+        """Only branches with trainable parameters enter train mode; the target and frozen
+        (already cloned) branches stay in eval, so no BatchNorm statistic of theirs moves."""
         super().train(mode)
         self.target.model.eval()
+        for branch in self.branches.values():
+            if not any(p.requires_grad for p in branch.parameters()):
+                branch.eval()
         return self
 
     def to_device(self, device: torch.device) -> ClonedModel:

@@ -68,11 +68,16 @@ def search_positions(
     val: tuple[torch.Tensor, torch.Tensor] | None,
     local: LocalTargets | None,
     config: CloneConfig,
-    name: str = "candidate",
+    name: str = "pnc_new",
+    existing: dict[str, Branch] | None = None,
     device: torch.device | None = None,
     progress: Progress | None = None,
 ) -> SearchOutcome:
-    """Train one branch per position (given in search order) and pick R*."""
+    """Train one branch per position (given in search order) and pick R*.
+
+    ``existing`` are frozen branches already stacked on the target (a cloned model as target): the new
+    branch is trained and validated against the target together with them.
+    """
     progress = progress or NullProgress()
     device = device or torch.device("cpu")
     scores: list[PositionScore] = []
@@ -80,12 +85,12 @@ def search_positions(
     for pos in positions:
         start = time.perf_counter()
         branch = make_branch(pos).to(device)
-        cloned = ClonedModel(target, target_classes, {name: branch})
+        cloned = ClonedModel(target, target_classes, {**(existing or {}), name: branch})
         result = train_branch(cloned, name, source, train[0], train[1], local, config, device=device, progress=progress)
         m = {"ori_acc": float("nan"), "tar_acc": float("nan"), "avg_acc": float("nan")}
         if val is not None and len(val[1]):
             pred = predict_logits(cloned, val[0], device=device).argmax(1)
-            m.update(cloning_metrics(pred, val[1], len(target_classes)))
+            m.update(cloning_metrics(pred, val[1], len(cloned.classes) - len(branch.classes)))
         scores.append(PositionScore(pos, branch.source_position, result.final_loss, m["ori_acc"], m["tar_acc"],
                                     m["avg_acc"], result.kept_fraction, time.perf_counter() - start))
         best = choose(scores, config.select_by)

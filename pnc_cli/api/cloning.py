@@ -19,8 +19,8 @@ from ..checkpoint import LoadedModel, load_model
 from ..clone_training import LocalTargets
 from ..cloned_model import Branch, ClonedModel, new_branch
 from ..config import CloneConfig, SurrogateConfig
-from ..data import ImageSet, conform_set, load_data, parse_classes
-from ..delta import DeltaFile, write_delta
+from ..data import ImageSet, conform_set, load_data, parse_classes, read_raw
+from ..delta import KIND_CLONED, DeltaFile, file_kind, write_delta
 from ..device import resolve_device, seed_everything
 from ..errors import DataError, IncompatibleError, UsageError
 from ..fileio import check_output, content_sha256
@@ -30,7 +30,7 @@ from ..search import PositionScore, SearchOutcome, search_positions
 from ..search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
 from ..selector import count_kept_params
 from ..training import predict_logits
-from .branches import branch_from_delta, branch_tensors, source_info, target_info
+from .branches import branch_from_delta, branch_tensors, load_cloned, source_info, target_info
 from .deltas import apply_delta
 from .models import recorded_data
 from .plots import plot_search
@@ -55,6 +55,7 @@ class CloneInputs:
     test: tuple[torch.Tensor, torch.Tensor]
     clone_set: ImageSet  # the cloned-class training samples (validation rows removed)
     clone_pool: ImageSet  # every train-split sample of the cloned classes (where a given G may come from)
+    existing: dict[str, Branch]  # deltas already on the target (a cloned model given as --target), frozen
 
 
 def _renames(items: list[str] | None) -> dict[str, str]:
@@ -91,7 +92,7 @@ def _stratified_val(labels: torch.Tensor, fraction: float, seed: int) -> torch.T
 
 
 def _target_domain(tgt: LoadedModel, target_data: str | None, exclude: list[str], split: str, fraction: float,
-                   split_seed: int) -> ImageSet | None:
+                   split_seed: int, stacked: list[str] | None = None) -> ImageSet | None:
     """Target-domain samples (minus the cloned classes): the target's recorded training classes when the
     data is its recorded training data, every sample of a user-given --target-data otherwise."""
     if target_data is None:
@@ -99,6 +100,9 @@ def _target_domain(tgt: LoadedModel, target_data: str | None, exclude: list[str]
     spec = tgt.spec
     training = spec.training or {}
     classes = training.get("classes") if training.get("data") == target_data else None
+    if classes is not None and stacked:
+        present = set(read_raw(target_data)[1])
+        classes = [*classes, *(c for c in stacked if c in present and c not in classes)]
     ds = load_data(target_data, classes=classes, split=split, fraction=fraction, split_seed=split_seed)
     keep = torch.tensor([n not in exclude for n in ds.label_names], dtype=torch.bool)
     if not keep.any():
@@ -106,10 +110,21 @@ def _target_domain(tgt: LoadedModel, target_data: str | None, exclude: list[str]
     return conform_set(ds.subset(keep), spec.in_channels, spec.input_size)
 
 
+def load_target(target: str | Path) -> tuple[LoadedModel, dict[str, Branch]]:
+    """The target as a model, plus its frozen branches when it is a cloned model (stacking, seed Eq. 5)."""
+    if file_kind(target) != KIND_CLONED:
+        return load_model(target), {}
+    cloned, spec, cf = load_cloned(target)
+    base = LoadedModel(Path(target), cloned.target, spec, cf.target_sha256, dict(cf.target_metadata))
+    return base, dict(cloned.branches.items())  # type: ignore[arg-type]
+
+
 def gather_inputs(*, source: str | Path, target: str | Path, classes: str, data: str | None, target_data: str | None,
                   rename: list[str] | None, config: CloneConfig, split_seed: int, device: torch.device,
                   position: str | int = "auto") -> CloneInputs:
-    src, tgt = load_model(source), load_model(target)
+    src = load_model(source)
+    tgt, existing = load_target(target)
+    known = list(tgt.spec.classes) + [c for b in existing.values() for c in b.classes]
     _check_pair(src, tgt)
     positions_for(position, tgt.network.num_blocks)  # a bad --position fails before any data is read
     chosen = parse_classes(classes, list(src.spec.classes))
@@ -117,7 +132,7 @@ def gather_inputs(*, source: str | Path, target: str | Path, classes: str, data:
         raise UsageError("--classes is empty; name the source classes to clone")
     renames = _renames(rename)
     new_names = [renames.get(c, c) for c in chosen]
-    clash = [(old, new) for old, new in zip(chosen, new_names, strict=True) if new in tgt.spec.classes]
+    clash = [(old, new) for old, new in zip(chosen, new_names, strict=True) if new in known]
     if clash:
         old, new = clash[0]
         raise UsageError(f"target {tgt.path} already has class {new!r}; pass --rename {old}=NEW_NAME")
@@ -134,27 +149,29 @@ def gather_inputs(*, source: str | Path, target: str | Path, classes: str, data:
         raise DataError(f"data {data} cannot supply the cloned classes {', '.join(chosen)} ({exc}); "
                         "pass --data with samples of them") from None
     clone_test = conform_set(load_data(data, classes=chosen, split="test", split_seed=split_seed), spec.in_channels, spec.input_size)
-    n_t = spec.num_classes
+    n_t = len(known)
+    stacked = known[spec.num_classes:]
     images, labels = [clone_train.images], [clone_train.labels + n_t]
-    dom = _target_domain(tgt, target_data, chosen, "train", config.fraction, split_seed)
-    net = tgt.network.to(device)
+    dom = _target_domain(tgt, target_data, chosen, "train", config.fraction, split_seed, stacked)
+    net: Any = ClonedModel(tgt.network, list(spec.classes), existing).to_device(device) if existing else tgt.network.to(device)
     if dom is not None:
         images.append(dom.images)
         labels.append(predict_logits(net, dom.images, device=device).argmax(1))
     x, y = torch.cat(images), torch.cat(labels)
     val_mask = _stratified_val(y, config.val_fraction, config.seed)
     test_x, test_y = [clone_test.images], [clone_test.labels + n_t]
-    dom_test = _target_domain(tgt, target_data, chosen, "test", 1.0, split_seed)
+    dom_test = _target_domain(tgt, target_data, chosen, "test", 1.0, split_seed, stacked)
     if dom_test is not None:
-        known = torch.tensor([n in spec.classes for n in dom_test.label_names], dtype=torch.bool)
-        dom_test = dom_test.subset(known).relabel(list(spec.classes))
+        knows = torch.tensor([n in known for n in dom_test.label_names], dtype=torch.bool)
+        dom_test = dom_test.subset(knows).relabel(known)
         test_x.append(dom_test.images)
         test_y.append(dom_test.labels)
     val = (x[val_mask], y[val_mask]) if val_mask.any() else None
     return CloneInputs(src, tgt, chosen, new_names, [list(src.spec.classes).index(c) for c in chosen], data, target_data,
                        (x[~val_mask], y[~val_mask]), val, (torch.cat(test_x), torch.cat(test_y)),
                        clone_train.subset(~val_mask[: len(clone_train)]),
-                       conform_set(load_data(data, classes=chosen, split="train", split_seed=split_seed), spec.in_channels, spec.input_size))
+                       conform_set(load_data(data, classes=chosen, split="train", split_seed=split_seed), spec.in_channels, spec.input_size),
+                       existing)
 
 
 def local_targets(inp: CloneInputs, sconfig: SurrogateConfig, surrogate: str | Path | None, device: torch.device,
@@ -192,20 +209,24 @@ def run_search(inp: CloneInputs, positions: list[int], local: LocalTargets | Non
 
     return search_positions(target=tgt.network.to(device), target_classes=list(spec.classes), source=src.network.to(device),
                             positions=positions, make_branch=make, train=inp.train, val=inp.val, local=local,
-                            config=config, device=device, progress=progress)
+                            config=config, existing=inp.existing, device=device, progress=progress)
 
 
 def evaluate_branch(inp: CloneInputs, branch: Branch, device: torch.device) -> dict[str, Any]:
-    """Ori/Tar/Avg Acc and locality of target + branch on the held-out test split (method spec §7)."""
+    """Ori/Tar/Avg Acc and locality of target (+ its existing deltas) + branch on the held-out test split
+    (method spec §7). "Ori" covers every class the model knew before this clone."""
     spec = inp.target.spec
-    cloned = ClonedModel(inp.target.network.to(device), list(spec.classes), {"new": branch.to(device)}).eval()
+    net = inp.target.network.to(device)
+    before = ClonedModel(net, list(spec.classes), inp.existing).to_device(device).eval() if inp.existing else net
+    cloned = ClonedModel(net, list(spec.classes), {**inp.existing, "pnc_new": branch.to(device)}).eval()
+    n_known = len(cloned.classes) - len(branch.classes)
     x, y = inp.test
     pred = predict_logits(cloned, x, device=device).argmax(1)
-    target_pred = predict_logits(inp.target.network, x, device=device).argmax(1)
-    m = cloning_metrics(pred, y, spec.num_classes, target_pred=target_pred)
-    m["target_ori_acc"] = cloning_metrics(target_pred, y, spec.num_classes)["ori_acc"]
-    ori = x[y < spec.num_classes]
-    m["zest_distance"] = zest_locality(inp.target.network, cloned, ori) if len(ori) else None
+    target_pred = predict_logits(before, x, device=device).argmax(1)
+    m = cloning_metrics(pred, y, n_known, target_pred=target_pred)
+    m["target_ori_acc"] = cloning_metrics(target_pred, y, n_known)["ori_acc"]
+    ori = x[y < n_known]
+    m["zest_distance"] = zest_locality(before, cloned, ori) if len(ori) else None
     return m
 
 
@@ -214,7 +235,7 @@ def fingerprint(inp: CloneInputs, config: CloneConfig, split_seed: int) -> dict[
     return {
         "source": inp.source.sha256, "target": inp.target.sha256, "classes": inp.source_classes,
         "new_classes": inp.new_classes, "data": inp.data, "target_data": inp.target_data,
-        "fraction": config.fraction, "split_seed": split_seed,
+        "fraction": config.fraction, "split_seed": split_seed, "stacked_on": list(inp.existing),
         "train_sha256": content_sha256({"x": inp.train[0], "y": inp.train[1]}),
     }
 
@@ -237,7 +258,8 @@ def build_delta(inp: CloneInputs, branch: Branch, masks: dict[str, torch.Tensor]
         "mode": "online" if online else "offline",
         "config": {"clone": config.to_dict(), "surrogate": sconfig.to_dict() if sconfig else None, "split_seed": split_seed,
                    "data": inp.data, "target_data": inp.target_data,
-                   "renamed": dict(zip(inp.source_classes, inp.new_classes, strict=True))},
+                   "renamed": dict(zip(inp.source_classes, inp.new_classes, strict=True)),
+                   "stacked_on": list(inp.existing)},
         "seed": config.seed,
         "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
         "extra_params": extra,
