@@ -19,6 +19,8 @@ from . import __version__
 from .architectures import Network, build_network, get_architecture
 from .errors import CheckpointError, IncompatibleError, UsageError, VerificationError
 from .fileio import (
+    check_kind,
+    check_version,
     content_sha256,
     json_meta,
     parse_json_meta,
@@ -191,10 +193,10 @@ def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> Lo
     """
     p = Path(path)
     tensors, meta = read_safetensors(p)
-    if meta.get(KEY_KIND, KIND_MODEL) != KIND_MODEL:
-        raise CheckpointError(f"{p}: is a {meta[KEY_KIND]} file, not a model; use the command for that kind")
-    if int(meta.get(KEY_VERSION, "1")) > FORMAT_VERSION:
-        raise CheckpointError(f"{p}: model format version {meta[KEY_VERSION]} is newer than {FORMAT_VERSION}; upgrade pnc")
+    if KEY_KIND in meta:  # pnc files say what they are; a plain state dict says nothing
+        check_kind(meta, KIND_MODEL, p)
+    if KEY_KIND in meta or KEY_VERSION in meta:
+        check_version(meta, FORMAT_VERSION, p)
     if "pnc.arch" in meta:
         spec = ModelSpec.from_metadata(meta, p)
         if overrides.get("classes"):

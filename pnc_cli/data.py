@@ -174,14 +174,16 @@ def _read_folder(path: Path) -> tuple[np.ndarray, list[str]]:
     return x, [name for _, name in files]
 
 
-def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
-    """All images of a source as [N,C,H,W] in [0,1] with their label names; also a display identity."""
-    if source in BUILTINS:
-        x, y = _builtin(source)
-        return torch.from_numpy(x.copy()), [str(v) for v in y.tolist()], source
+def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """What identifies a source's contents on disk: name, mtime and size of every file in it."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+
+@lru_cache(maxsize=4)
+def _read_path(source: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Decode a data file or folder once per content stamp (commands load train, test and pools of it)."""
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz or .safetensors")
     if path.is_dir():
         x, names = _read_folder(path)
     elif path.suffix == ".npz":
@@ -190,8 +192,22 @@ def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
         x, names = _read_st(path)
     else:
         raise DataError(f"{path}: unknown data format; use an ImageFolder directory, .npz or .safetensors")
-    x = _to_nchw(_to_unit(np.asarray(x)), str(path))
-    return torch.from_numpy(np.ascontiguousarray(x)), names, str(path)
+    return np.ascontiguousarray(_to_nchw(_to_unit(np.asarray(x)), str(path))), tuple(names)
+
+
+def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
+    """All images of a source as [N,C,H,W] in [0,1] with their label names; also a display identity.
+
+    Decoded sources are cached per process (keyed by file names, mtimes and sizes); callers get a copy.
+    """
+    if source in BUILTINS:
+        x, y = _builtin(source)
+        return torch.from_numpy(x.copy()), [str(v) for v in y.tolist()], source
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz or .safetensors")
+    x, names = _read_path(str(path), _stamp(path))
+    return torch.from_numpy(x.copy()), list(names), str(path)
 
 
 # --- selection ------------------------------------------------------------------------------------
