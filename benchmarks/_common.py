@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pnc_cli.api import train_model
-from pnc_cli.checkpoint import load_model
-from pnc_cli.cloned_model import last_linear
-from pnc_cli.config import TrainConfig
-from pnc_cli.data import conform_set, load_data
-from pnc_cli.metrics import cloning_metrics
-from pnc_cli.registry import Network
-from pnc_cli.training import predict_logits
+from pnc_cli.core.config import TrainConfig
+from pnc_cli.io.data import conform_set, load_data
+from pnc_cli.io.model_file import load_model
+from pnc_cli.method.cloned_model import last_linear
+from pnc_cli.method.metrics import cloning_metrics
+from pnc_cli.nets.registry import Network
+from pnc_cli.nets.training import predict_logits
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

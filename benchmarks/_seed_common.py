@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import _fit, summarize, train_base  # noqa: E402
 
 from pnc_cli.api import clone  # noqa: E402
-from pnc_cli.cloned_model import last_linear  # noqa: E402
-from pnc_cli.config import CloneConfig  # noqa: E402
-from pnc_cli.data import conform_set, load_data  # noqa: E402
-from pnc_cli.registry import Network  # noqa: E402
-from pnc_cli.training import predict_logits  # noqa: E402
+from pnc_cli.core.config import CloneConfig  # noqa: E402
+from pnc_cli.io.data import conform_set, load_data  # noqa: E402
+from pnc_cli.method.cloned_model import last_linear  # noqa: E402
+from pnc_cli.nets.registry import Network  # noqa: E402
+from pnc_cli.nets.training import predict_logits  # noqa: E402
 
 CACHE = Path("bench-out/seed-bases")
 METRICS = ["ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality", "extra_params_ratio", "seconds"]
@@ -53,7 +53,7 @@ def cached_base(*, arch: str, data: str, classes: str, seed: int, epochs: int, c
         doc = {"path": str(b.path), "test_accuracy": b.test_accuracy, "seconds": b.seconds}
     else:  # _common.train_base has no input_size / fraction: call the API directly
         from pnc_cli.api import train_model
-        from pnc_cli.config import TrainConfig
+        from pnc_cli.core.config import TrainConfig
         start = time.perf_counter()
         r = train_model(arch=arch, data=data, classes=classes, config=TrainConfig(epochs=epochs, seed=seed), fraction=fraction,
                         input_size=input_size, output=path, force=True, device="cpu")

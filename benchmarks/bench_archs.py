@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _seed_common import cached_base, clone_metrics, config_summary, fmt_pm, summarize, table  # noqa: E402
 
 from pnc_cli.api import rank_sources  # noqa: E402
-from pnc_cli.config import CloneConfig, SurrogateConfig  # noqa: E402
+from pnc_cli.core.config import CloneConfig, SurrogateConfig  # noqa: E402
 
 ARCHS = ["lenet5", "plaincnn", "resnet18"]
 SEED = {"Source Acc": (88.1, 95.9, 96.2), "Ori. Acc": (91.7, 94.4, 94.0), "Tar. Acc": (93.4, 95.8, 93.3), "Avg. Acc": (92.0, 94.6, 93.9)}

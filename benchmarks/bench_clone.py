@@ -55,7 +55,7 @@ from _common import (  # noqa: E402
 )
 
 from pnc_cli.api.cloning import clone  # noqa: E402
-from pnc_cli.config import CloneConfig  # noqa: E402
+from pnc_cli.core.config import CloneConfig  # noqa: E402
 
 NO_BUDGET = "PNC, no size budget (γ=0.05)"
 PNC_VARIANTS = {"PNC": {}, NO_BUDGET: {"max_extra_ratio": None, "gamma": 0.05}}

@@ -49,9 +49,9 @@ from _seed_common import (  # noqa: E402
 )
 
 from pnc_cli.api import apply_delta, load_cloned, remove_delta  # noqa: E402
-from pnc_cli.checkpoint import load_model  # noqa: E402
-from pnc_cli.config import CloneConfig  # noqa: E402
-from pnc_cli.training import predict_logits  # noqa: E402
+from pnc_cli.core.config import CloneConfig  # noqa: E402
+from pnc_cli.io.model_file import load_model  # noqa: E402
+from pnc_cli.nets.training import predict_logits  # noqa: E402
 
 SEED_T6 = [("Grow", "yes", "1.3×", 54.7), ("APD", "no", "1.3×", 57.5), ("CPG", "no", "1.3×", 60.1), ("GROWN", "yes", "1.2×", 60.8),
            ("FFNB", "yes", "0.5×", 68.1), ("DER", "yes", "0.8×", 72.5), ("PNC", "yes", "0.1×", 73.6)]

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pnc_cli.api import train_model  # noqa: E402
 from pnc_cli.api.cloning import clone  # noqa: E402
 from pnc_cli.api.ranking import rank_sources  # noqa: E402
-from pnc_cli.checkpoint import load_model  # noqa: E402
-from pnc_cli.config import CloneConfig, SurrogateConfig, TrainConfig  # noqa: E402
+from pnc_cli.core.config import CloneConfig, SurrogateConfig, TrainConfig  # noqa: E402
+from pnc_cli.io.model_file import load_model  # noqa: E402
 
 DATA = "mnist5k"
 CLONED = "5"

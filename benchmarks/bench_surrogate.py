@@ -1,4 +1,4 @@
-"""Benchmark of ``pnc_cli.surrogate.fit_surrogate`` against the model's raw forward throughput.
+"""Benchmark of ``pnc_cli.method.surrogate.fit_surrogate`` against the model's raw forward throughput.
 
 For each case (a LeNet-5-like net on 28x28x1 MNIST images, torchvision ``resnet18(num_classes=10)``
 with a small-input stem on 32x32x3 random images) it measures, over the same N x |B| perturbed images:
@@ -35,8 +35,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pnc_cli.config import SurrogateConfig  # noqa: E402
-from pnc_cli.surrogate import draw_masks, fit_surrogate, perturb  # noqa: E402
+from pnc_cli.core.config import SurrogateConfig  # noqa: E402
+from pnc_cli.method.surrogate import draw_masks, fit_surrogate, perturb  # noqa: E402
 
 CASES = ("lenet", "resnet18")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pnc_cli import api
-from pnc_cli.config import CloneConfig, TrainConfig
+from pnc_cli.core.config import CloneConfig, TrainConfig
 
 
 def main(workdir: Path) -> None:

@@ -1,3 +1,5 @@
 """pnc: Partial Network Cloning of image classifiers (docs/api.md lists the public API)."""
 
-__version__ = "0.1.0"
+from .core.version import __version__
+
+__all__ = ["__version__"]

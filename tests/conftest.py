@@ -21,7 +21,7 @@ import torch
 from typer.testing import CliRunner
 
 from pnc_cli import api
-from pnc_cli.config import TrainConfig
+from pnc_cli.core.config import TrainConfig
 
 # Tiny-model recipe: tiny_cnn at 16 px on scikit-learn digits. Three epochs at lr 1e-2 take well
 # under a second and reach ~95 % test accuracy (one epoch leaves BatchNorm statistics unwarmed and

@@ -1,6 +1,6 @@
 """Conversion between a trained ``Branch`` and the tensors/info of a delta file; loading cloned models.
 
-Layer L4. The delta format itself (names, metadata, validation) lives in ``pnc_cli.delta``.
+Layer L4. The delta format itself (names, metadata, validation) lives in ``pnc_cli.io.delta_file``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapter import build_adapter
-from ..checkpoint import LoadedModel, ModelSpec, build_from_spec
-from ..cloned_model import Branch, ClonedModel
-from ..delta import ClonedFile, DeltaFile, read_cloned
-from ..errors import CheckpointError, DeltaFormatError
-from ..selector import slice_state, unslice_state
+from ..core.errors import CheckpointError, DeltaFormatError
+from ..io.delta_file import ClonedFile, DeltaFile, read_cloned
+from ..io.model_file import LoadedModel, ModelSpec, build_from_spec
+from ..method.adapter import build_adapter
+from ..method.cloned_model import Branch, ClonedModel
+from ..method.selector import slice_state, unslice_state
 
 
 def source_info(src: LoadedModel) -> dict[str, Any]:

@@ -15,21 +15,21 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import LoadedModel, load_model
-from ..clone_training import LocalTargets
-from ..cloned_model import Branch, ClonedModel, new_branch
-from ..config import CloneConfig, SurrogateConfig
-from ..data import ImageSet, conform_set, load_data, parse_classes, read_raw
-from ..delta import KIND_CLONED, DeltaFile, file_kind, write_delta
-from ..device import resolve_device, seed_everything
-from ..errors import DataError, IncompatibleError, UsageError
-from ..fileio import check_output, content_sha256
-from ..metrics import cloning_metrics, zest_locality
-from ..progress import NullProgress, Progress
-from ..search import PositionScore, SearchOutcome, search_positions
-from ..search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
-from ..selector import count_kept_params
-from ..training import predict_logits
+from ..core.config import CloneConfig, SurrogateConfig
+from ..core.device import resolve_device, seed_everything
+from ..core.errors import DataError, IncompatibleError, UsageError
+from ..core.progress import NullProgress, Progress
+from ..io.data import ImageSet, conform_set, load_data, parse_classes, read_raw
+from ..io.delta_file import KIND_CLONED, DeltaFile, file_kind, write_delta
+from ..io.model_file import LoadedModel, load_model
+from ..io.safetensors_io import check_output, content_sha256
+from ..io.search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
+from ..method.clone_training import LocalTargets
+from ..method.cloned_model import Branch, ClonedModel, new_branch
+from ..method.metrics import cloning_metrics, zest_locality
+from ..method.search import PositionScore, SearchOutcome, search_positions
+from ..method.selector import count_kept_params
+from ..nets.training import predict_logits
 from .branches import branch_from_delta, branch_tensors, load_cloned, source_info, target_info
 from .deltas import apply_delta
 from .models import recorded_data

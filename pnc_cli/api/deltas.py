@@ -17,9 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import FORMAT_VERSION as MODEL_FORMAT_VERSION
-from ..checkpoint import LoadedModel, load_model
-from ..delta import (
+from ..core.errors import CheckpointError, IncompatibleError, UsageError, VerificationError
+from ..io.delta_file import (
     KIND_CLONED,
     KIND_DELTA,
     ClonedFile,
@@ -31,8 +30,9 @@ from ..delta import (
     target_bytes,
     write_cloned,
 )
-from ..errors import CheckpointError, IncompatibleError, UsageError, VerificationError
-from ..fileio import (
+from ..io.model_file import FORMAT_VERSION as MODEL_FORMAT_VERSION
+from ..io.model_file import LoadedModel, load_model
+from ..io.safetensors_io import (
     atomic_write_bytes,
     check_output,
     content_sha256,
@@ -41,7 +41,7 @@ from ..fileio import (
     read_safetensors,
     serialize,
 )
-from ..selector import slice_state
+from ..method.selector import slice_state
 
 LOG = logging.getLogger(__name__)
 

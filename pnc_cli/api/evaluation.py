@@ -9,10 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..data import ImageSet
-from ..device import resolve_device
-from ..metrics import cloning_metrics, zest_locality
-from ..training import accuracy, per_class_accuracy, predict_logits
+from ..core.device import resolve_device
+from ..io.data import ImageSet
+from ..method.metrics import cloning_metrics, zest_locality
+from ..nets.training import accuracy, per_class_accuracy, predict_logits
 from .branches import load_cloned
 
 

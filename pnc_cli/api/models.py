@@ -15,18 +15,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
-from ..architectures import get_architecture, list_architectures
-from ..checkpoint import ModelSpec, build_from_spec, load_model, save_model
-from ..cloned_model import ClonedModel
-from ..config import TrainConfig
-from ..data import BUILTINS, ImageSet, conform, conform_set, load_data, parse_classes, read_raw
-from ..delta import KIND_CLONED, file_kind
-from ..device import resolve_device, seed_everything
-from ..errors import DataError, UsageError
-from ..fileio import check_output, read_header
-from ..progress import Progress
-from ..training import accuracy, fit_classifier, per_class_accuracy, predict_logits, recalibrate_batchnorm
+from ..core.config import TrainConfig
+from ..core.device import resolve_device, seed_everything
+from ..core.errors import DataError, UsageError
+from ..core.progress import Progress
+from ..core.version import __version__
+from ..io.data import BUILTINS, ImageSet, conform, conform_set, load_data, parse_classes, read_raw
+from ..io.delta_file import KIND_CLONED, file_kind
+from ..io.model_file import ModelSpec, build_from_spec, load_model, save_model
+from ..io.safetensors_io import check_output, read_header
+from ..method.cloned_model import ClonedModel
+from ..nets.architectures import get_architecture, list_architectures
+from ..nets.training import (
+    accuracy,
+    fit_classifier,
+    per_class_accuracy,
+    predict_logits,
+    recalibrate_batchnorm,
+)
 from .branches import load_cloned
 from .evaluation import evaluate_cloned
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..fileio import atomic_write_bytes, check_output
+from ..core.errors import UsageError
+from ..io.safetensors_io import atomic_write_bytes, check_output
 
 
 def _pyplot() -> Any:

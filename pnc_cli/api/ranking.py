@@ -1,7 +1,7 @@
 """Orchestration of ``pnc rank-sources``: pick the best source before cloning (method spec §6, seed Eq. 6-8).
 
 Layer L4: reads the models and the data, computes (or reuses) the local model sets, calls
-``pnc_cli.ranking.score_sources`` and returns a plain JSON-able dict; ``rank_and_clone`` goes on to
+``pnc_cli.method.ranking.score_sources`` and returns a plain JSON-able dict; ``rank_and_clone`` goes on to
 ``pnc_cli.api.cloning.clone`` with the winner. No typer, no rich, no printing.
 
 Steps:
@@ -13,7 +13,7 @@ Steps:
    size and channels: masks live on a patch grid, so models with different input sizes compare) and
    on B. With ``surrogates_dir`` a file per model is reused when its model sha256, samples, masks and
    settings match, and written otherwise (named ``<model sha>-<data hash>-<config hash>.safetensors``).
-4. Score = ZEST-aligned cosine similarity of the target's and the source's Θ (``pnc_cli.ranking``);
+4. Score = ZEST-aligned cosine similarity of the target's and the source's Θ (``pnc_cli.method.ranking``);
    with ``score="evidence"`` the sources are ranked by ``ranking.class_evidence`` instead.
 
 A source that cannot be read, lacks a requested class, or whose G cannot be computed is listed as
@@ -34,16 +34,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import LoadedModel, load_model
-from ..config import SurrogateConfig
-from ..data import ImageSet, conform, load_data
-from ..device import resolve_device
-from ..errors import PncError, RuntimeFailure, UsageError
-from ..fileio import check_output
-from ..progress import NullProgress, Progress
-from ..ranking import COLUMN_MODES, SCORE_MODES, class_evidence, rank_scores, score_sources
-from ..surrogate import draw_masks
-from ..surrogate_file import SurrogateFile, read_surrogate, write_surrogate
+from ..core.config import SurrogateConfig
+from ..core.device import resolve_device
+from ..core.errors import PncError, RuntimeFailure, UsageError
+from ..core.progress import NullProgress, Progress
+from ..io.data import ImageSet, conform, load_data
+from ..io.model_file import LoadedModel, load_model
+from ..io.safetensors_io import check_output
+from ..io.surrogate_file import SurrogateFile, read_surrogate, write_surrogate
+from ..method.ranking import COLUMN_MODES, SCORE_MODES, class_evidence, rank_scores, score_sources
+from ..method.surrogate import draw_masks
 from .cloning import clone
 from .surrogates import samples_sha256, select_samples, surrogate_file_for, surrogate_for
 
@@ -189,7 +189,7 @@ def rank_sources(
         columns: ``"all"`` (the seed: every source column) or ``"cloned"`` (only the source columns
             of ``classes``) for the similarity.
         score: what ranks the sources: ``"similarity"`` (seed Eq. 7, default) or ``"evidence"``
-            (``pnc_cli.ranking.class_evidence``); every row carries both.
+            (``pnc_cli.method.ranking.class_evidence``); every row carries both.
         device: auto, cpu or cuda.
         progress: Receives one ``"surrogate"`` stage per model whose G is computed.
 

@@ -1,7 +1,7 @@
 """Orchestration of ``pnc surrogate``: the local model set G of a model on a sample of data.
 
-Layer L4: reads the model and the data, picks the samples, calls ``pnc_cli.surrogate.fit_surrogate``
-and writes the file (``pnc_cli.surrogate_file``); returns plain JSON-able dicts. ``surrogate_for`` and
+Layer L4: reads the model and the data, picks the samples, calls ``pnc_cli.method.surrogate.fit_surrogate``
+and writes the file (``pnc_cli.io.surrogate_file``); returns plain JSON-able dicts. ``surrogate_for`` and
 ``load_or_compute`` are the file-less entry points that ``search``, ``clone`` and ``rank-sources`` use.
 
 Samples: the first ``config.samples`` samples of a seeded, stratified permutation of the selected data
@@ -22,16 +22,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import __version__
-from ..checkpoint import LoadedModel, load_model
-from ..config import SurrogateConfig
-from ..data import ImageSet, conform, load_data
-from ..device import resolve_device
-from ..errors import ConfigError, IncompatibleError
-from ..fileio import check_output
-from ..progress import NullProgress, Progress
-from ..surrogate import SurrogateResult, fidelity, fit_surrogate
-from ..surrogate_file import SurrogateFile, read_surrogate, write_surrogate
+from ..core.config import SurrogateConfig
+from ..core.device import resolve_device
+from ..core.errors import ConfigError, IncompatibleError
+from ..core.progress import NullProgress, Progress
+from ..core.version import __version__
+from ..io.data import ImageSet, conform, load_data
+from ..io.model_file import LoadedModel, load_model
+from ..io.safetensors_io import check_output
+from ..io.surrogate_file import SurrogateFile, read_surrogate, write_surrogate
+from ..method.surrogate import SurrogateResult, fidelity, fit_surrogate
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from ..core.version import __version__
 from . import _console, clone, deltas, models, rank, surrogate
 from ._common import OneLineErrorGroup
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from ..config import DEFAULT_SEED
-from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, PncError
+from ..core.config import DEFAULT_SEED
+from ..core.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, PncError
 from . import _console as console
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ..api import cloning
-from ..config import CloneConfig
+from ..core.config import CloneConfig
 from . import _console as console
 from ._common import (
     DEFAULT_DEVICE,

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from .. import api
-from ..config import TrainConfig
-from ..errors import UsageError
+from ..core.config import TrainConfig
+from ..core.errors import UsageError
 from . import _console as console
 from ._common import (
     DEFAULT_DEVICE,

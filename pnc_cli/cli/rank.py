@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 
 from ..api import ranking
-from ..config import CloneConfig, SurrogateConfig
-from ..errors import UsageError
-from ..ranking import COLUMN_MODES, SCORE_MODES
+from ..core.config import CloneConfig, SurrogateConfig
+from ..core.errors import UsageError
+from ..method.ranking import COLUMN_MODES, SCORE_MODES
 from . import _console as console
 from ._common import (
     DEFAULT_DEVICE,

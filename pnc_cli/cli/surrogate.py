@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..api.surrogates import compute_surrogate
-from ..config import SurrogateConfig
+from ..core.config import SurrogateConfig
 from . import _console as console
 from ._common import (
     DEFAULT_DEVICE,

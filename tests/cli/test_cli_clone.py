@@ -21,10 +21,10 @@ import torch
 from typer.testing import CliRunner
 
 from pnc_cli.api.branches import load_cloned
-from pnc_cli.checkpoint import load_model
 from pnc_cli.cli import app
-from pnc_cli.delta import read_delta
-from pnc_cli.search_file import read_search
+from pnc_cli.io.delta_file import read_delta
+from pnc_cli.io.model_file import load_model
+from pnc_cli.io.search_file import read_search
 from tests.conftest import dir_snapshot
 
 torch.set_num_threads(1)

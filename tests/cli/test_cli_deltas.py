@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from pnc_cli.cli import app
-from pnc_cli.delta import write_delta
-from pnc_cli.fileio import read_safetensors, write_safetensors
+from pnc_cli.io.delta_file import write_delta
+from pnc_cli.io.safetensors_io import read_safetensors, write_safetensors
 from tests.data.make_golden import SOURCE_CLASSES, TARGET_CLASSES, make_delta, tiny_model_file
 
 torch.set_num_threads(1)

@@ -17,7 +17,7 @@ import typer
 from safetensors.torch import load_file, save_file
 
 from pnc_cli import api
-from pnc_cli.errors import RuntimeFailure
+from pnc_cli.core.errors import RuntimeFailure
 
 COMMON = {"--json", "--seed", "--device", "--quiet"}
 

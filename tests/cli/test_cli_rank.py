@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pnc_cli.config import TrainConfig
-from pnc_cli.errors import EXIT_USAGE
+from pnc_cli.core.config import TrainConfig
+from pnc_cli.core.errors import EXIT_USAGE
 
 torch.set_num_threads(1)
 FAST = ("--samples", "10", "--masks", "12", "--device", "cpu", "--quiet")

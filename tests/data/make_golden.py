@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pnc_cli.adapter import build_adapter
-from pnc_cli.architectures import Network, build_network
-from pnc_cli.checkpoint import ModelSpec, save_model
-from pnc_cli.delta import DeltaFile, write_delta
-from pnc_cli.fileio import content_sha256
-from pnc_cli.selector import maskable_layers, slice_state
+from pnc_cli.io.delta_file import DeltaFile, write_delta
+from pnc_cli.io.model_file import ModelSpec, save_model
+from pnc_cli.io.safetensors_io import content_sha256
+from pnc_cli.method.adapter import build_adapter
+from pnc_cli.method.selector import maskable_layers, slice_state
+from pnc_cli.nets.architectures import Network, build_network
 
 GOLDEN = Path(__file__).with_name("delta_v1_tiny.safetensors")
 ARCH, CHANNELS, SIZE, BLOCKS = "tiny_cnn", 1, 16, 3

@@ -1,4 +1,4 @@
-"""Tests of pnc_cli.adapter: the adapter A of the cloned model (method spec §3)."""
+"""Tests of pnc_cli.method.adapter: the adapter A of the cloned model (method spec §3)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from pnc_cli.adapter import Adapter, build_adapter
-from pnc_cli.errors import ConfigError, IncompatibleError
+from pnc_cli.core.errors import ConfigError, IncompatibleError
+from pnc_cli.method.adapter import Adapter, build_adapter
 
 
 @pytest.mark.parametrize("shape", [(8, 5, 5), (12,)])

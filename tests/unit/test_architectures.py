@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from pnc_cli.architectures import (
+from pnc_cli.core.errors import UnknownArchitectureError, UsageError
+from pnc_cli.nets.architectures import (
     build_network,
     get_architecture,
     list_architectures,
     register_architecture,
 )
-from pnc_cli.errors import UnknownArchitectureError, UsageError
 
 ARCHS = [a.name for a in list_architectures()]
 CUSTOM = "tests.custom_arch:build"

@@ -1,4 +1,4 @@
-"""Branch training (method spec §4; pnc_cli.clone_training): frozen means frozen, binary masks, baked
+"""Branch training (method spec §4; pnc_cli.method.clone_training): frozen means frozen, binary masks, baked
 masks, a falling loss, and determinism of a whole ``api.cloning.clone``.
 
 Models: the session's tiny_cnn target (digits 0-4) and source (digits 5-9) from tests/conftest.py;
@@ -19,15 +19,15 @@ import pytest
 import torch
 
 from pnc_cli.api import cloning
-from pnc_cli.checkpoint import LoadedModel, load_model
-from pnc_cli.clone_training import LocalTargets, bake_masks, train_branch
-from pnc_cli.cloned_model import ClonedModel, new_branch
-from pnc_cli.config import CloneConfig, SurrogateConfig
-from pnc_cli.data import conform_set, load_data
-from pnc_cli.registry import Network
-from pnc_cli.selector import ChannelSelector, maskable_layers
-from pnc_cli.surrogate import fit_surrogate
-from pnc_cli.training import predict_logits
+from pnc_cli.core.config import CloneConfig, SurrogateConfig
+from pnc_cli.io.data import conform_set, load_data
+from pnc_cli.io.model_file import LoadedModel, load_model
+from pnc_cli.method.clone_training import LocalTargets, bake_masks, train_branch
+from pnc_cli.method.cloned_model import ClonedModel, new_branch
+from pnc_cli.method.selector import ChannelSelector, maskable_layers
+from pnc_cli.method.surrogate import fit_surrogate
+from pnc_cli.nets.registry import Network
+from pnc_cli.nets.training import predict_logits
 
 torch.set_num_threads(1)
 

@@ -1,5 +1,5 @@
 """The cloned model M_c (method spec §3): target logits untouched, branch construction, R_s formula,
-and the branch ↔ delta-tensor round trip (pnc_cli.cloned_model, pnc_cli.api.branches).
+and the branch ↔ delta-tensor round trip (pnc_cli.method.cloned_model, pnc_cli.api.branches).
 
 Random-weight tiny networks only (no training): these are structural properties.
 """
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from pnc_cli.api.branches import branch_from_delta, branch_tensors
-from pnc_cli.architectures import Network, build_network
-from pnc_cli.clone_training import bake_masks
-from pnc_cli.cloned_model import Branch, ClonedModel, last_linear, new_branch, source_position
-from pnc_cli.delta import DeltaFile, read_delta, write_delta
-from pnc_cli.errors import DeltaFormatError
-from pnc_cli.selector import maskable_layers
+from pnc_cli.core.errors import DeltaFormatError
+from pnc_cli.io.delta_file import DeltaFile, read_delta, write_delta
+from pnc_cli.method.clone_training import bake_masks
+from pnc_cli.method.cloned_model import Branch, ClonedModel, last_linear, new_branch, source_position
+from pnc_cli.method.selector import maskable_layers
+from pnc_cli.nets.architectures import Network, build_network
 
 torch.set_num_threads(1)
 

@@ -8,10 +8,9 @@ import copy
 import torch
 from torch import nn
 
-from pnc_cli.architectures import build_network
-from pnc_cli.clone_training import bake_masks
-from pnc_cli.metrics import zest_locality
-from pnc_cli.selector import (
+from pnc_cli.method.clone_training import bake_masks
+from pnc_cli.method.metrics import zest_locality
+from pnc_cli.method.selector import (
     ChannelSelector,
     count_kept_params,
     maskable_layers,
@@ -19,6 +18,7 @@ from pnc_cli.selector import (
     unslice_state,
     zero_inputs,
 )
+from pnc_cli.nets.architectures import build_network
 
 torch.set_num_threads(1)
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pnc_cli.data import conform, load_data, parse_classes, read_raw
-from pnc_cli.errors import DataError, UsageError
-from pnc_cli.fileio import write_safetensors
+from pnc_cli.core.errors import DataError, UsageError
+from pnc_cli.io.data import conform, load_data, parse_classes, read_raw
+from pnc_cli.io.safetensors_io import write_safetensors
 
 DIGITS = [str(i) for i in range(10)]
 

@@ -1,4 +1,4 @@
-"""Tests of the delta / cloned file format (pnc_cli.delta) and of apply/remove (pnc_cli.api.deltas)."""
+"""Tests of the delta / cloned file format (pnc_cli.io.delta_file) and of apply/remove (pnc_cli.api.deltas)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pnc_cli.api import apply_delta, file_info, load_cloned, read_delta_info, remove_delta
-from pnc_cli.delta import (
+from pnc_cli.core.errors import (
+    CheckpointError,
+    DeltaFormatError,
+    IncompatibleError,
+    UsageError,
+    VerificationError,
+)
+from pnc_cli.io.delta_file import (
     CLONED_PREFIX,
     OPTIONAL_INFO,
     REQUIRED_INFO,
@@ -25,9 +32,8 @@ from pnc_cli.delta import (
     write_cloned,
     write_delta,
 )
-from pnc_cli.errors import CheckpointError, DeltaFormatError, IncompatibleError, UsageError, VerificationError
-from pnc_cli.fileio import content_sha256, read_safetensors, write_safetensors
-from pnc_cli.selector import slice_state
+from pnc_cli.io.safetensors_io import content_sha256, read_safetensors, write_safetensors
+from pnc_cli.method.selector import slice_state
 from tests.data.make_golden import GOLDEN, SOURCE_CLASSES, TARGET_CLASSES, make_delta, tiny_model_file
 
 torch.set_num_threads(1)

@@ -16,23 +16,23 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from pnc_cli import api
-from pnc_cli.architectures import build_network
-from pnc_cli.checkpoint import ModelSpec, load_model, read_spec, save_model
-from pnc_cli.config import TrainConfig
-from pnc_cli.errors import (
+from pnc_cli.core.config import TrainConfig
+from pnc_cli.core.errors import (
     CheckpointError,
     IncompatibleError,
     OutputExistsError,
     UsageError,
     VerificationError,
 )
-from pnc_cli.fileio import (
+from pnc_cli.io.model_file import ModelSpec, load_model, read_spec, save_model
+from pnc_cli.io.safetensors_io import (
     content_sha256,
     read_header,
     read_safetensors,
     serialize,
     write_safetensors,
 )
+from pnc_cli.nets.architectures import build_network
 
 
 def _net(seed: int = 0, classes: int = 3):
@@ -231,7 +231,7 @@ def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
 
 
 def test_header_only_read(tiny_target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pnc_cli.fileio as fileio
+    import pnc_cli.io.safetensors_io as fileio
 
     def no_tensors(*args, **kwargs):
         raise AssertionError("tensors were loaded")

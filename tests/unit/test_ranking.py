@@ -1,4 +1,4 @@
-"""Tests of source ranking (pnc_cli.ranking, pnc_cli.api.ranking; method spec §6, seed Eq. 6-8)."""
+"""Tests of source ranking (pnc_cli.method.ranking, pnc_cli.api.ranking; method spec §6, seed Eq. 6-8)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from torch import nn
 
 from pnc_cli.api import rank_sources
 from pnc_cli.api import ranking as api_ranking
-from pnc_cli.checkpoint import load_model, save_model
-from pnc_cli.config import CloneConfig, SurrogateConfig, TrainConfig
-from pnc_cli.errors import ConfigError, IncompatibleError, UsageError
-from pnc_cli.ranking import class_evidence, rank_scores, restrict_columns, score_sources
-from pnc_cli.zest import align_columns
+from pnc_cli.core.config import CloneConfig, SurrogateConfig, TrainConfig
+from pnc_cli.core.errors import ConfigError, IncompatibleError, UsageError
+from pnc_cli.io.model_file import load_model, save_model
+from pnc_cli.method.ranking import class_evidence, rank_scores, restrict_columns, score_sources
+from pnc_cli.method.zest import align_columns
 
 torch.set_num_threads(1)
 FAST = SurrogateConfig(samples=12, masks=16, grid=4, seed=0)

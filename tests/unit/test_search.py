@@ -1,4 +1,4 @@
-"""Position search (method spec §5; pnc_cli.search, pnc_cli.search_file, ``pnc clone --search``).
+"""Position search (method spec §5; pnc_cli.method.search, pnc_cli.io.search_file, ``pnc clone --search``).
 
 ``choose`` is tested on hand-made scores; one real search (tiny_cnn pair from tests/conftest.py, one
 epoch per position) feeds the search-file round trip and ``clone --search``.
@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 
 from pnc_cli.api import cloning
 from pnc_cli.api.branches import branch_from_delta
-from pnc_cli.checkpoint import load_model
 from pnc_cli.cli import app
-from pnc_cli.config import CloneConfig, SurrogateConfig
-from pnc_cli.delta import read_delta
-from pnc_cli.errors import IncompatibleError
-from pnc_cli.search import PositionScore, choose
-from pnc_cli.search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
+from pnc_cli.core.config import CloneConfig, SurrogateConfig
+from pnc_cli.core.errors import IncompatibleError
+from pnc_cli.io.delta_file import read_delta
+from pnc_cli.io.model_file import load_model
+from pnc_cli.io.search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
+from pnc_cli.method.search import PositionScore, choose
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Tests of pnc_cli.selector: the channel selector M and slicing of kept filters (method spec §3)."""
+"""Tests of pnc_cli.method.selector: the channel selector M and slicing of kept filters (method spec §3)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from pnc_cli.errors import ConfigError, IncompatibleError
-from pnc_cli.selector import ChannelSelector, count_kept_params, slice_state, unslice_state
+from pnc_cli.core.errors import ConfigError, IncompatibleError
+from pnc_cli.method.selector import ChannelSelector, count_kept_params, slice_state, unslice_state
 
 
 class Block(nn.Module):

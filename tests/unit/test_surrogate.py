@@ -1,4 +1,4 @@
-"""Unit tests of the local model set G (pnc_cli.surrogate, method spec section 2)."""
+"""Unit tests of the local model set G (pnc_cli.method.surrogate, method spec section 2)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from pnc_cli.config import SurrogateConfig
-from pnc_cli.errors import ConfigError, DataError
-from pnc_cli.progress import RecordingProgress
-from pnc_cli.surrogate import (
+from pnc_cli.core.config import SurrogateConfig
+from pnc_cli.core.errors import ConfigError, DataError
+from pnc_cli.core.progress import RecordingProgress
+from pnc_cli.method.surrogate import (
     SurrogateResult,
     draw_masks,
     fidelity,

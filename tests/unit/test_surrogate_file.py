@@ -1,4 +1,4 @@
-"""The surrogate file (pnc_cli.surrogate_file) and its orchestration (pnc_cli.api.surrogates):
+"""The surrogate file (pnc_cli.io.surrogate_file) and its orchestration (pnc_cli.api.surrogates):
 round trip, byte-identical reruns, shared masks, comparability checks, bad files, reuse by clone."""
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ import pytest
 import torch
 
 from pnc_cli.api.surrogates import compute_surrogate, load_or_compute, select_samples, surrogate_for
-from pnc_cli.architectures import build_network
-from pnc_cli.checkpoint import ModelSpec, load_model, save_model
-from pnc_cli.config import SurrogateConfig
-from pnc_cli.data import load_data
-from pnc_cli.errors import CheckpointError, IncompatibleError, VerificationError
-from pnc_cli.fileio import read_safetensors, write_safetensors
-from pnc_cli.surrogate_file import (
+from pnc_cli.core.config import SurrogateConfig
+from pnc_cli.core.errors import CheckpointError, IncompatibleError, VerificationError
+from pnc_cli.io.data import load_data
+from pnc_cli.io.model_file import ModelSpec, load_model, save_model
+from pnc_cli.io.safetensors_io import read_safetensors, write_safetensors
+from pnc_cli.io.surrogate_file import (
     KIND_SURROGATE,
     SurrogateFile,
     check_comparable,
     read_surrogate,
     write_surrogate,
 )
+from pnc_cli.nets.architectures import build_network
 
 CONFIG = SurrogateConfig(samples=12, masks=16, grid=2, batch_size=64)
 

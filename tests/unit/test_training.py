@@ -1,4 +1,4 @@
-"""Base-classifier training (pnc_cli.training): progress, determinism, BatchNorm recalibration."""
+"""Base-classifier training (pnc_cli.nets.training): progress, determinism, BatchNorm recalibration."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from pnc_cli.architectures import build_network
-from pnc_cli.config import TrainConfig
-from pnc_cli.errors import ConfigError, RuntimeFailure
-from pnc_cli.progress import RecordingProgress
-from pnc_cli.training import (
+from pnc_cli.core.config import TrainConfig
+from pnc_cli.core.errors import ConfigError, RuntimeFailure
+from pnc_cli.core.progress import RecordingProgress
+from pnc_cli.nets.architectures import build_network
+from pnc_cli.nets.training import (
     accuracy,
     fit_classifier,
     per_class_accuracy,

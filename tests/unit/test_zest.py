@@ -1,12 +1,12 @@
-"""Tests of pnc_cli.zest: ZEST column alignment and aligned similarity (method spec §6)."""
+"""Tests of pnc_cli.method.zest: ZEST column alignment and aligned similarity (method spec §6)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pnc_cli.errors import IncompatibleError
-from pnc_cli.zest import align_columns, aligned_similarity, zest_distance
+from pnc_cli.core.errors import IncompatibleError
+from pnc_cli.method.zest import align_columns, aligned_similarity, zest_distance
 
 
 def _theta(n: int = 6, p: int = 16, c: int = 5, seed: int = 0) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Layer L1 (torch, safetensors via ``fileio``, ``errors``). It names, validates, writes and reads the
 tensors and metadata of ``pnc surrogate -o G.safetensors``; it does not import the algorithm
-(``pnc_cli.surrogate``), so it returns raw tensors in a small dataclass.
+(``pnc_cli.method.surrogate``), so it returns raw tensors in a small dataclass.
 
 Tensors: ``theta [N, P, C]``, ``intercept [N, C]``, ``masks [|B|, P]`` (``P = grid²``),
 ``weights [|B|]`` (float32) and ``sample_index [N]`` (int64, rows of the data source). Metadata:
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import __version__
-from .errors import CheckpointError, IncompatibleError, VerificationError
-from .fileio import (
+from ..core.errors import CheckpointError, IncompatibleError, VerificationError
+from ..core.version import __version__
+from .safetensors_io import (
     check_kind,
     check_version,
     content_sha256,

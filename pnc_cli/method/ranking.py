@@ -1,6 +1,6 @@
 """Ranking candidate sources by the similarity of their local model sets (method spec §6, seed Eq. 6-8).
 
-Layer L3 (algorithm): torch and ``pnc_cli.zest`` only; no file IO, no printing.
+Layer L3 (algorithm): torch and ``pnc_cli.method.zest`` only; no file IO, no printing.
 
 Every model's local model set ``Θ [N, P, C]`` is computed on the same samples ``D_t`` (the requested
 classes) and the same masks B. The score of a source is Eq. 7 of the seed,
@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .zest import aligned_similarity
 
 __all__ = [

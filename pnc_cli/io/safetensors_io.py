@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load as st_load
 
-from .errors import CheckpointError, OutputExistsError, UsageError
+from ..core.errors import CheckpointError, OutputExistsError, UsageError
 
 _DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",

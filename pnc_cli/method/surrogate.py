@@ -8,7 +8,7 @@ fitted to the model's logits by weighted ridge least squares (Eq. 1, closed form
 matrix and weights are shared by all samples, so all ``N`` fits are one linear system with ``N * C``
 right-hand sides.
 
-Imports only torch, the stdlib and ``pnc_cli.config`` / ``errors`` / ``progress``: no CLI
+Imports only torch, the stdlib and ``pnc_cli.core.config`` / ``errors`` / ``progress``: no CLI
 framework, no printing, no file IO, no numpy.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .config import SurrogateConfig
-from .errors import ConfigError, DataError
-from .progress import NullProgress, Progress
+from ..core.config import SurrogateConfig
+from ..core.errors import ConfigError, DataError
+from ..core.progress import NullProgress, Progress
 
 __all__ = [
     "SurrogateResult",

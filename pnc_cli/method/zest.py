@@ -1,6 +1,6 @@
 """ZEST column alignment and similarity of local model sets (method spec §6, seed Eq. 6-8).
 
-Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.errors``). Must not import typer, rich or any
+Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.
 
 Two surrogate tensors ``theta [N, P, C]`` (N samples, P = H² patches, C output columns), computed on
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from pnc_cli.errors import DataError, IncompatibleError
+from pnc_cli.core.errors import DataError, IncompatibleError
 
 _EPS = 1e-12
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError, UsageError
-from .fileio import read_safetensors
+from ..core.errors import DataError, UsageError
+from .safetensors_io import read_safetensors
 
 BUILTINS = ("digits", "mnist5k")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import torch
 
-from .config import SurrogateConfig
+from ..core.config import SurrogateConfig
 from .surrogate import draw_masks, fit_surrogate
 from .zest import zest_distance
 

@@ -1,6 +1,6 @@
 """Selector mask ``M`` over the transferable source module (method spec §3, seed Alg. 1 line 21).
 
-Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.errors``). Must not import typer, rich or any
+Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.
 
 :class:`ChannelSelector` keeps one learnable score per output channel (``Conv2d``) or unit
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from pnc_cli.errors import ConfigError, IncompatibleError
+from pnc_cli.core.errors import ConfigError, IncompatibleError
 
 MASKED_TYPES = (nn.Conv2d, nn.Linear)
 

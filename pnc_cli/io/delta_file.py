@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .errors import DeltaFormatError, VerificationError
-from .fileio import (
+from ..core.errors import DeltaFormatError, VerificationError
+from ..core.version import __version__
+from .safetensors_io import (
     check_kind,
     check_version,
     content_sha256,

@@ -1,6 +1,6 @@
 """Adapter ``A`` of the cloned model (method spec §3).
 
-Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.errors``). Must not import typer, rich or any
+Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.
 
 ``A`` maps the target's features after block ``R`` (shape ``in_shape``, batch excluded) to the shape
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pnc_cli.errors import ConfigError, IncompatibleError
+from pnc_cli.core.errors import ConfigError, IncompatibleError
 
 Shape = tuple[int, ...]
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..core.config import CloneConfig
+from ..core.errors import RuntimeFailure
+from ..core.progress import NullProgress, Progress
+from ..nets.registry import Network
 from .cloned_model import Branch, ClonedModel
-from .config import CloneConfig
-from .errors import RuntimeFailure
-from .progress import NullProgress, Progress
-from .registry import Network
 from .selector import ChannelSelector, count_kept_params, slice_state, unslice_state
 from .surrogate import SurrogateResult, perturb
 

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..core.config import CloneConfig
+from ..core.progress import NullProgress, Progress
+from ..nets.registry import Network
+from ..nets.training import predict_logits
 from .clone_training import BranchTrainResult, LocalTargets, train_branch
 from .cloned_model import Branch, ClonedModel
-from .config import CloneConfig
 from .metrics import cloning_metrics
-from .progress import NullProgress, Progress
-from .registry import Network
-from .training import predict_logits
 
 
 @dataclass(frozen=True)

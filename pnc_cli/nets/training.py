@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
-from .errors import RuntimeFailure
-from .progress import NullProgress, Progress
+from ..core.config import TrainConfig
+from ..core.errors import RuntimeFailure
+from ..core.progress import NullProgress, Progress
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

@@ -16,8 +16,8 @@ import math
 import torch
 from torch import nn
 
+from ..nets.registry import Network
 from .adapter import Adapter, build_adapter
-from .registry import Network
 
 
 def source_position(target_position: int, target_blocks: int, source_blocks: int) -> int:

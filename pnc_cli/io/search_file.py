@@ -15,9 +15,23 @@ from typing import Any
 
 import torch
 
-from .delta import DELTA_FORMAT_VERSION, INFO_KEY_PREFIX, KEY_KIND, DeltaFile, delta_metadata, validate_delta
-from .errors import CheckpointError, IncompatibleError
-from .fileio import check_kind, check_version, content_sha256, json_meta, read_safetensors, write_safetensors
+from ..core.errors import CheckpointError, IncompatibleError
+from .delta_file import (
+    DELTA_FORMAT_VERSION,
+    INFO_KEY_PREFIX,
+    KEY_KIND,
+    DeltaFile,
+    delta_metadata,
+    validate_delta,
+)
+from .safetensors_io import (
+    check_kind,
+    check_version,
+    content_sha256,
+    json_meta,
+    read_safetensors,
+    write_safetensors,
+)
 
 KIND_SEARCH = "search"
 CURVE_PREFIX = "search."

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UnknownArchitectureError, UsageError
+from ..core.errors import UnknownArchitectureError, UsageError
 
 Built = tuple[nn.Module, Sequence[nn.Module], nn.Module]
 Builder = Callable[..., Built]

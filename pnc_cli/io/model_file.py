@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .architectures import Network, build_network, get_architecture
-from .errors import CheckpointError, IncompatibleError, UsageError, VerificationError
-from .fileio import (
+from ..core.errors import CheckpointError, IncompatibleError, UsageError, VerificationError
+from ..core.version import __version__
+from ..nets.architectures import Network, build_network, get_architecture
+from .safetensors_io import (
     check_kind,
     check_version,
     content_sha256,
