@@ -39,35 +39,76 @@ CACHE = Path("bench-out/seed-bases")
 METRICS = ["ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality", "extra_params_ratio", "seconds"]
 
 
-def cached_base(*, arch: str, data: str, classes: str, seed: int, epochs: int, cache: Path = CACHE,
-                input_size: int | None = None, fraction: float = 1.0) -> dict[str, Any]:
+def cached_base(
+    *,
+    arch: str,
+    data: str,
+    classes: str,
+    seed: int,
+    epochs: int,
+    cache: Path = CACHE,
+    input_size: int | None = None,
+    fraction: float = 1.0,
+) -> dict[str, Any]:
     """Train (or reuse) a base model; returns ``{"path", "test_accuracy", "seconds", "cached"}``."""
-    tag = f"{arch}-{data}-{classes.replace(',', '_')}-s{seed}-e{epochs}" + (f"-px{input_size}" if input_size else "") + \
-        (f"-f{fraction:g}" if fraction < 1 else "")
+    tag = (
+        f"{arch}-{data}-{classes.replace(',', '_')}-s{seed}-e{epochs}"
+        + (f"-px{input_size}" if input_size else "")
+        + (f"-f{fraction:g}" if fraction < 1 else "")
+    )
     path, meta = cache / f"{tag}.safetensors", cache / f"{tag}.json"
     if path.exists() and meta.exists():
         return {**json.loads(meta.read_text()), "cached": True}
     cache.mkdir(parents=True, exist_ok=True)
     if input_size is None and fraction >= 1:
-        b = train_base(arch=arch, data=data, classes=classes, seed=seed, epochs=epochs, out_dir=cache, name=tag)
+        b = train_base(
+            arch=arch, data=data, classes=classes, seed=seed, epochs=epochs, out_dir=cache, name=tag
+        )
         doc = {"path": str(b.path), "test_accuracy": b.test_accuracy, "seconds": b.seconds}
     else:  # _common.train_base has no input_size / fraction: call the API directly
         from pnc_cli.api import train_model
         from pnc_cli.core.config import TrainConfig
+
         start = time.perf_counter()
-        r = train_model(arch=arch, data=data, classes=classes, config=TrainConfig(epochs=epochs, seed=seed), fraction=fraction,
-                        input_size=input_size, output=path, force=True, device="cpu")
-        doc = {"path": str(r["output"]), "test_accuracy": float(r["test_accuracy"]), "seconds": time.perf_counter() - start}
+        r = train_model(
+            arch=arch,
+            data=data,
+            classes=classes,
+            config=TrainConfig(epochs=epochs, seed=seed),
+            fraction=fraction,
+            input_size=input_size,
+            output=path,
+            force=True,
+            device="cpu",
+        )
+        doc = {
+            "path": str(r["output"]),
+            "test_accuracy": float(r["test_accuracy"]),
+            "seconds": time.perf_counter() - start,
+        }
     meta.write_text(json.dumps(doc))
     return {**doc, "cached": False}
 
 
-def clone_metrics(*, source: str, target: str, classes: str, out: Path, seed: int, data: str, **cfg: Any) -> dict[str, Any]:
+def clone_metrics(
+    *, source: str, target: str, classes: str, out: Path, seed: int, data: str, **cfg: Any
+) -> dict[str, Any]:
     """``pnc_cli.api.clone`` (position auto unless ``position`` is given) → the seed tables' metrics."""
     position = cfg.pop("position", "auto")
     sconfig = cfg.pop("surrogate_config", None)
-    r = clone(source=source, target=target, classes=classes, output=out, data=data, target_data=data, position=position,
-              config=CloneConfig(seed=seed, **cfg), surrogate_config=sconfig, force=True, device="cpu")
+    r = clone(
+        source=source,
+        target=target,
+        classes=classes,
+        output=out,
+        data=data,
+        target_data=data,
+        position=position,
+        config=CloneConfig(seed=seed, **cfg),
+        surrogate_config=sconfig,
+        force=True,
+        device="cpu",
+    )
     row = {k: float(r[k]) for k in METRICS if r.get(k) is not None}
     row.update(position=r["position"], target_ori_acc=float(r["target_ori_acc"]), name=r.get("name"))
     return row
@@ -76,8 +117,17 @@ def clone_metrics(*, source: str, target: str, classes: str, out: Path, seed: in
 def config_summary() -> str:
     """The CloneConfig defaults this run used (they are still being tuned: record them with every table)."""
     c = CloneConfig().to_dict()
-    keys = ["lr", "alpha", "beta", "gamma", "max_extra_ratio", "ins_logits", "finetune_epochs", "straight_through_epochs",
-            "temperature_end"]
+    keys = [
+        "lr",
+        "alpha",
+        "beta",
+        "gamma",
+        "max_extra_ratio",
+        "ins_logits",
+        "finetune_epochs",
+        "straight_through_epochs",
+        "temperature_end",
+    ]
     return ", ".join(f"{k}={c[k]}" for k in keys if k in c)
 
 
@@ -89,14 +139,29 @@ def fmt_pm(s: dict[str, dict[str, float]], key: str, pct: bool = True, digits: i
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+    )
 
 
-def errorbar_plot(x: list[Any], series: dict[str, tuple[list[float], list[float]]], *, xlabel: str, ylabel: str, title: str,
-                  path: Path, xticks: list[str] | None = None, refs: dict[str, list[float]] | None = None,
-                  logx: bool = False, ylim: tuple[float, float] | None = None, hlines: dict[str, float] | None = None) -> None:
+def errorbar_plot(
+    x: list[Any],
+    series: dict[str, tuple[list[float], list[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+    xticks: list[str] | None = None,
+    refs: dict[str, list[float]] | None = None,
+    logx: bool = False,
+    ylim: tuple[float, float] | None = None,
+    hlines: dict[str, float] | None = None,
+) -> None:
     """One line per series with std error bars; optional dashed reference lines (e.g. the seed's CIFAR figures)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -127,7 +192,9 @@ def errorbar_plot(x: list[Any], series: dict[str, tuple[list[float], list[float]
     plt.close(fig)
 
 
-def series_of(summaries: list[dict[str, dict[str, float]]], key: str, pct: bool = True) -> tuple[list[float], list[float]]:
+def series_of(
+    summaries: list[dict[str, dict[str, float]]], key: str, pct: bool = True
+) -> tuple[list[float], list[float]]:
     f = 100.0 if pct else 1.0
     return [f * s[key]["mean"] for s in summaries], [f * s[key]["std"] for s in summaries]
 
@@ -135,10 +202,14 @@ def series_of(summaries: list[dict[str, dict[str, float]]], key: str, pct: bool 
 # ---------------------------------------------------------------- class-incremental evaluation and baselines
 
 
-def labelled(data: str, classes: list[str], order: list[str], split: str, fraction: float, channels: int,
-             size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = conform_set(load_data(data, classes=classes, split=split, fraction=fraction, split_seed=0).relabel(order),
-                     channels, size)
+def labelled(
+    data: str, classes: list[str], order: list[str], split: str, fraction: float, channels: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = conform_set(
+        load_data(data, classes=classes, split=split, fraction=fraction, split_seed=0).relabel(order),
+        channels,
+        size,
+    )
     return ds.images, ds.labels
 
 
@@ -149,8 +220,15 @@ def task_accuracies(forward: Any, x: torch.Tensor, y: torch.Tensor, tasks: list[
     xs, ys = x[keep], y[keep]
     logits = predict_logits(forward, xs)[:, : len(seen)]
     pred = logits.argmax(1)
-    per = [float((pred[torch.isin(ys, torch.tensor(t))] == ys[torch.isin(ys, torch.tensor(t))]).float().mean()) for t in tasks]
-    return {"per_task": per, "avg_acc": float((pred == ys).float().mean()), "mean_task_acc": sum(per) / len(per)}
+    per = [
+        float((pred[torch.isin(ys, torch.tensor(t))] == ys[torch.isin(ys, torch.tensor(t))]).float().mean())
+        for t in tasks
+    ]
+    return {
+        "per_task": per,
+        "avg_acc": float((pred == ys).float().mean()),
+        "mean_task_acc": sum(per) / len(per),
+    }
 
 
 class Growing(nn.Module):
@@ -182,15 +260,33 @@ class Growing(nn.Module):
         return torch.cat([old, *[h(self._feats[-1]) for h in self.heads]], dim=1)
 
 
-def seq_step(model: Growing, prev: nn.Module | None, task: tuple[torch.Tensor, torch.Tensor],
-             domain: tuple[torch.Tensor, torch.Tensor] | None, n_old: int, *, method: str, epochs: int, lr: float,
-             seed: int, temperature: float = 2.0) -> None:
+def seq_step(
+    model: Growing,
+    prev: nn.Module | None,
+    task: tuple[torch.Tensor, torch.Tensor],
+    domain: tuple[torch.Tensor, torch.Tensor] | None,
+    n_old: int,
+    *,
+    method: str,
+    epochs: int,
+    lr: float,
+    seed: int,
+    temperature: float = 2.0,
+) -> None:
     """One task of naive fine-tuning (``method="naive"``: CE on the new task's samples only) or LwF
     (``"lwf"``: CE on the task's samples and the target-domain samples with their target pseudo-labels, plus
     T²·KL to the previous model's softened outputs over the old classes on every sample)."""
     x, y = task
     if method == "naive":
-        _fit(model, list(model.parameters()), x, lambda z, i: F.cross_entropy(z, y[i]), epochs=epochs, lr=lr, seed=seed)
+        _fit(
+            model,
+            list(model.parameters()),
+            x,
+            lambda z, i: F.cross_entropy(z, y[i]),
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+        )
         return
     if domain is not None:
         x, y = torch.cat([x, domain[0]]), torch.cat([y, domain[1]])
@@ -198,7 +294,11 @@ def seq_step(model: Growing, prev: nn.Module | None, task: tuple[torch.Tensor, t
     t = temperature
 
     def loss(z: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        kd = F.kl_div(F.log_softmax(z[:, :n_old] / t, 1), F.softmax(old[i] / t, 1), reduction="batchmean") * t * t
+        kd = (
+            F.kl_div(F.log_softmax(z[:, :n_old] / t, 1), F.softmax(old[i] / t, 1), reduction="batchmean")
+            * t
+            * t
+        )
         return F.cross_entropy(z, y[i]) + kd
 
     _fit(model, list(model.parameters()), x, loss, epochs=epochs, lr=lr, seed=seed)
@@ -210,16 +310,39 @@ def weights_equal(a: Network, b: nn.Module) -> bool:
     return all(torch.equal(v, sb.get(f"model.{k}", torch.empty(0))) for k, v in a.state_dict().items())
 
 
-__all__ = ["cached_base", "clone_metrics", "summarize", "fmt_pm", "table", "errorbar_plot", "series_of", "labelled",
-           "task_accuracies", "Growing", "seq_step", "weights_equal"]
+__all__ = [
+    "cached_base",
+    "clone_metrics",
+    "summarize",
+    "fmt_pm",
+    "table",
+    "errorbar_plot",
+    "series_of",
+    "labelled",
+    "task_accuracies",
+    "Growing",
+    "seq_step",
+    "weights_equal",
+]
 
 
 # ---------------------------------------------------------------- one-knob sweeps (Tables 2 and 4)
 
 
-def sweep_main(*, name: str, doc: str, points: list[Any], quick_points: list[Any], labels: Any, clone_kwargs: Any,
-               xlabel: str, title: str, seed_ref: dict[Any, tuple[float, float, float]] | None, xvalues: Any = None,
-               logx: bool = False) -> None:
+def sweep_main(
+    *,
+    name: str,
+    doc: str,
+    points: list[Any],
+    quick_points: list[Any],
+    labels: Any,
+    clone_kwargs: Any,
+    xlabel: str,
+    title: str,
+    seed_ref: dict[Any, tuple[float, float, float]] | None,
+    xvalues: Any = None,
+    logx: bool = False,
+) -> None:
     """Shared driver of bench_data_size / bench_num_classes: per seed, a lenet5 target (0-4) and source (5-9),
     one clone per point; table, JSON and plot. ``clone_kwargs(point)`` → (classes, CloneConfig overrides)."""
     import argparse
@@ -232,7 +355,9 @@ def sweep_main(*, name: str, doc: str, points: list[Any], quick_points: list[Any
     ap.add_argument("--clone-epochs", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path(f"bench-out/{name}.json"))
     ap.add_argument("--img", type=Path, default=Path(f"docs/img/{name}.png"))
-    ap.add_argument("--replot", action="store_true", help="redraw the table and plot from --out without running")
+    ap.add_argument(
+        "--replot", action="store_true", help="redraw the table and plot from --out without running"
+    )
     args = ap.parse_args()
     if args.quick:
         args.seeds, points, args.clone_epochs = args.seeds[:1], quick_points, 4
@@ -252,41 +377,116 @@ def sweep_main(*, name: str, doc: str, points: list[Any], quick_points: list[Any
         rows = {}
         for p in points:
             classes, over = clone_kwargs(p)
-            rows[str(p)] = clone_metrics(source=src["path"], target=tgt["path"], classes=classes, data=args.data, seed=seed,
-                                         out=work / f"delta-{p}-s{seed}.safetensors", epochs=args.clone_epochs, **over)
-            print(f"seed {seed} {labels(p)}: " + " ".join(f"{k} {rows[str(p)][k]:.3f}" for k in ("ori_acc", "tar_acc", "avg_acc")),
-                  f"R={rows[str(p)]['position']} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-        per_seed.append({"seed": seed, "target_test_accuracy": tgt["test_accuracy"], "source_test_accuracy": src["test_accuracy"],
-                         "points": rows})
-    keys = ["ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality", "extra_params_ratio", "seconds", "target_ori_acc"]
+            rows[str(p)] = clone_metrics(
+                source=src["path"],
+                target=tgt["path"],
+                classes=classes,
+                data=args.data,
+                seed=seed,
+                out=work / f"delta-{p}-s{seed}.safetensors",
+                epochs=args.clone_epochs,
+                **over,
+            )
+            print(
+                f"seed {seed} {labels(p)}: "
+                + " ".join(f"{k} {rows[str(p)][k]:.3f}" for k in ("ori_acc", "tar_acc", "avg_acc")),
+                f"R={rows[str(p)]['position']} ({time.perf_counter() - start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        per_seed.append(
+            {
+                "seed": seed,
+                "target_test_accuracy": tgt["test_accuracy"],
+                "source_test_accuracy": src["test_accuracy"],
+                "points": rows,
+            }
+        )
+    keys = [
+        "ori_acc",
+        "tar_acc",
+        "avg_acc",
+        "mean_acc",
+        "locality",
+        "extra_params_ratio",
+        "seconds",
+        "target_ori_acc",
+    ]
     summ = [summarize([r["points"][str(p)] for r in per_seed], keys) for p in points]
-    head = [xlabel, "Ori Acc", "Tar Acc", "Avg Acc", "Mean (Ori+Tar)/2", "locality", "extra params (×)", "chosen R", "time (s)"]
+    head = [
+        xlabel,
+        "Ori Acc",
+        "Tar Acc",
+        "Avg Acc",
+        "Mean (Ori+Tar)/2",
+        "locality",
+        "extra params (×)",
+        "chosen R",
+        "time (s)",
+    ]
     body = []
     for p, s in zip(points, summ, strict=True):
         pos = [r["points"][str(p)]["position"] for r in per_seed]
-        body.append([labels(p)] + [fmt_pm(s, k) for k in ("ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality")]
-                    + [fmt_pm(s, "extra_params_ratio", pct=False, digits=2), ",".join(map(str, pos)),
-                       fmt_pm(s, "seconds", pct=False)])
+        body.append(
+            [labels(p)]
+            + [fmt_pm(s, k) for k in ("ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality")]
+            + [
+                fmt_pm(s, "extra_params_ratio", pct=False, digits=2),
+                ",".join(map(str, pos)),
+                fmt_pm(s, "seconds", pct=False),
+            ]
+        )
     tgt_ori = summarize([{"a": r["points"][str(points[0])]["target_ori_acc"]} for r in per_seed], ["a"])
-    text = (f"{title}; {args.data}, lenet5 target 0-4 / lenet5 source 5-9, base epochs {args.epochs}, clone epochs "
-            f"{args.clone_epochs}, seeds {args.seeds}; target alone on 0-4: {fmt_pm(tgt_ori, 'a')}; CloneConfig defaults: "
-            f"{config_summary()}\n\n" + table(head, body))
+    text = (
+        f"{title}; {args.data}, lenet5 target 0-4 / lenet5 source 5-9, base epochs {args.epochs}, clone epochs "
+        f"{args.clone_epochs}, seeds {args.seeds}; target alone on 0-4: {fmt_pm(tgt_ori, 'a')}; CloneConfig defaults: "
+        f"{config_summary()}\n\n" + table(head, body)
+    )
     if seed_ref:
-        text += "\n\nSeed (CIFAR-10, ResNet-18): " + "; ".join(f"{labels(p)} Ori {seed_ref[p][0]} / Tar {seed_ref[p][1]} / "
-                                                             f"Avg {seed_ref[p][2]}" for p in points if p in seed_ref)
+        text += "\n\nSeed (CIFAR-10, ResNet-18): " + "; ".join(
+            f"{labels(p)} Ori {seed_ref[p][0]} / Tar {seed_ref[p][1]} / Avg {seed_ref[p][2]}"
+            for p in points
+            if p in seed_ref
+        )
     print(text)
     xs = [xvalues(p) for p in points] if xvalues else list(range(len(points)))
-    series = {k: series_of(summ, key) for k, key in (("Ori Acc", "ori_acc"), ("Tar Acc", "tar_acc"), ("Avg Acc", "avg_acc"))}
+    series = {
+        k: series_of(summ, key)
+        for k, key in (("Ori Acc", "ori_acc"), ("Tar Acc", "tar_acc"), ("Avg Acc", "avg_acc"))
+    }
     refs = None
     if seed_ref and all(p in seed_ref for p in points):
-        refs = {f"seed {n} (CIFAR-10)": [seed_ref[p][j] for p in points] for j, n in enumerate(["Ori", "Tar", "Avg"])}
-    errorbar_plot(xs, series, xlabel=xlabel, ylabel="accuracy (%)", title=f"{title}, {args.data} — mean ± std over {len(args.seeds)} seed(s)",
-                  path=args.img, xticks=[labels(p) for p in points], refs=refs, logx=logx,
-                  hlines={"target alone, Ori (ours)": 100 * tgt_ori["a"]["mean"]})
+        refs = {
+            f"seed {n} (CIFAR-10)": [seed_ref[p][j] for p in points]
+            for j, n in enumerate(["Ori", "Tar", "Avg"])
+        }
+    errorbar_plot(
+        xs,
+        series,
+        xlabel=xlabel,
+        ylabel="accuracy (%)",
+        title=f"{title}, {args.data} — mean ± std over {len(args.seeds)} seed(s)",
+        path=args.img,
+        xticks=[labels(p) for p in points],
+        refs=refs,
+        logx=logx,
+        hlines={"target alone, Ori (ours)": 100 * tgt_ori["a"]["mean"]},
+    )
     if args.replot:
         return
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "clone_config": CloneConfig().to_dict(),
-                                    "points": [str(p) for p in points],
-                                    "per_seed": per_seed, "summary": summ, "table": text,
-                                    "seconds": time.perf_counter() - start}, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "clone_config": CloneConfig().to_dict(),
+                "points": [str(p) for p in points],
+                "per_seed": per_seed,
+                "summary": summ,
+                "table": text,
+                "seconds": time.perf_counter() - start,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\nwrote {args.out}, {args.img} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)

@@ -34,16 +34,27 @@ from pnc_cli.api import rank_sources  # noqa: E402
 from pnc_cli.core.config import CloneConfig, SurrogateConfig  # noqa: E402
 
 ARCHS = ["lenet5", "plaincnn", "resnet18"]
-SEED = {"Source Acc": (88.1, 95.9, 96.2), "Ori. Acc": (91.7, 94.4, 94.0), "Tar. Acc": (93.4, 95.8, 93.3), "Avg. Acc": (92.0, 94.6, 93.9)}
+SEED = {
+    "Source Acc": (88.1, 95.9, 96.2),
+    "Ori. Acc": (91.7, 94.4, 94.0),
+    "Tar. Acc": (93.4, 95.8, 93.3),
+    "Avg. Acc": (92.0, 94.6, 93.9),
+}
 
 
 def plot(summ: dict[str, dict[str, dict[str, float]]], n_seeds: int, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    keys = [("source_acc", "source acc"), ("ori_acc", "Ori Acc"), ("tar_acc", "Tar Acc"), ("avg_acc", "Avg Acc")]
+    keys = [
+        ("source_acc", "source acc"),
+        ("ori_acc", "Ori Acc"),
+        ("tar_acc", "Tar Acc"),
+        ("avg_acc", "Avg Acc"),
+    ]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120, gridspec_kw={"width_ratios": [3, 1.2]})
     x = np.arange(len(keys))
     w = 0.8 / len(ARCHS)
@@ -60,8 +71,16 @@ def plot(summ: dict[str, dict[str, dict[str, float]]], n_seeds: int, path: Path)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     for i, a in enumerate(ARCHS):
-        ax2.errorbar([summ[a]["score"]["mean"]], [100 * summ[a]["avg_acc"]["mean"]], xerr=[summ[a]["score"]["std"]],
-                     yerr=[100 * summ[a]["avg_acc"]["std"]], marker="o", capsize=3, label=a, color=f"C{i}")
+        ax2.errorbar(
+            [summ[a]["score"]["mean"]],
+            [100 * summ[a]["avg_acc"]["mean"]],
+            xerr=[summ[a]["score"]["std"]],
+            yerr=[100 * summ[a]["avg_acc"]["std"]],
+            marker="o",
+            capsize=3,
+            label=a,
+            color=f"C{i}",
+        )
     ax2.set_xlabel("rank-sources score")
     ax2.set_ylabel("clone Avg Acc (%)")
     ax2.set_title("score vs clone accuracy", fontsize=10)
@@ -80,15 +99,24 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--resnet-epochs", type=int, default=2)
     ap.add_argument("--resnet-fraction", type=float, default=0.5)
-    ap.add_argument("--clone-epochs", type=int, default=10, help="clone epochs per position, lenet5 and plaincnn sources")
+    ap.add_argument(
+        "--clone-epochs", type=int, default=10, help="clone epochs per position, lenet5 and plaincnn sources"
+    )
     ap.add_argument("--resnet-clone-epochs", type=int, default=3, help="clone epochs, resnet18 source")
-    ap.add_argument("--resnet-position", default="2", help="target position for the resnet18 source ('auto' searches all 3)")
+    ap.add_argument(
+        "--resnet-position",
+        default="2",
+        help="target position for the resnet18 source ('auto' searches all 3)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench-out/seed-archs.json"))
     ap.add_argument("--img", type=Path, default=Path("docs/img/seed-archs.png"))
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.resnet_epochs, args.clone_epochs, args.resnet_clone_epochs = args.seeds[:1], 1, 4, 1
-        args.img, args.out = Path("bench-out/seed-archs-quick.png"), args.out.with_name("seed-archs-quick.json")
+        args.img, args.out = (
+            Path("bench-out/seed-archs-quick.png"),
+            args.out.with_name("seed-archs-quick.json"),
+        )
     torch.set_num_threads(1)
     start = time.perf_counter()
     work = args.out.parent / f"seed-archs-{args.data}-work"
@@ -96,55 +124,120 @@ def main() -> None:
     per_seed: list[dict[str, Any]] = []
     for seed in args.seeds:
         tgt = cached_base(arch="lenet5", data=args.data, classes="0-4", seed=seed, epochs=args.epochs)
-        srcs = {a: cached_base(arch=a, data=args.data, classes="5-9", seed=seed, epochs=args.epochs) for a in ARCHS[:2]}
-        srcs["resnet18"] = cached_base(arch="resnet18", data=args.data, classes="5-9", seed=seed, epochs=args.resnet_epochs,
-                                       input_size=28, fraction=args.resnet_fraction)
+        srcs = {
+            a: cached_base(arch=a, data=args.data, classes="5-9", seed=seed, epochs=args.epochs)
+            for a in ARCHS[:2]
+        }
+        srcs["resnet18"] = cached_base(
+            arch="resnet18",
+            data=args.data,
+            classes="5-9",
+            seed=seed,
+            epochs=args.resnet_epochs,
+            input_size=28,
+            fraction=args.resnet_fraction,
+        )
         t0 = time.perf_counter()
-        rk = rank_sources(target=tgt["path"], sources=[srcs[a]["path"] for a in ARCHS], classes="5", data=args.data,
-                          config=SurrogateConfig(samples=50, masks=50, seed=seed), device="cpu")
+        rk = rank_sources(
+            target=tgt["path"],
+            sources=[srcs[a]["path"] for a in ARCHS],
+            classes="5",
+            data=args.data,
+            config=SurrogateConfig(samples=50, masks=50, seed=seed),
+            device="cpu",
+        )
         rank_s = time.perf_counter() - t0
         score = {r["source"]: r["score"] for r in rk["ranking"]}
         rows = {}
         for a in ARCHS:
             ep = args.resnet_clone_epochs if a == "resnet18" else args.clone_epochs
             pos = args.resnet_position if a == "resnet18" else "auto"
-            m = clone_metrics(position=pos if pos == "auto" else int(pos), source=srcs[a]["path"], target=tgt["path"], classes="5", data=args.data, seed=seed,
-                              out=work / f"delta-{a}-s{seed}.safetensors", epochs=ep, fraction=0.3,
-                              surrogate_config=SurrogateConfig(samples=50, masks=50, seed=seed))
-            rows[a] = {**m, "source_acc": srcs[a]["test_accuracy"], "score": float(score[srcs[a]["path"]]),
-                       "source_train_seconds": srcs[a]["seconds"]}
-            print(f"seed {seed} {a}: src {rows[a]['source_acc']:.3f} score {rows[a]['score']:.3f} Ori {m['ori_acc']:.3f} "
-                  f"Tar {m['tar_acc']:.3f} Avg {m['avg_acc']:.3f} R={m['position']} ({time.perf_counter() - start:.0f} s)",
-                  file=sys.stderr, flush=True)
+            m = clone_metrics(
+                position=pos if pos == "auto" else int(pos),
+                source=srcs[a]["path"],
+                target=tgt["path"],
+                classes="5",
+                data=args.data,
+                seed=seed,
+                out=work / f"delta-{a}-s{seed}.safetensors",
+                epochs=ep,
+                fraction=0.3,
+                surrogate_config=SurrogateConfig(samples=50, masks=50, seed=seed),
+            )
+            rows[a] = {
+                **m,
+                "source_acc": srcs[a]["test_accuracy"],
+                "score": float(score[srcs[a]["path"]]),
+                "source_train_seconds": srcs[a]["seconds"],
+            }
+            print(
+                f"seed {seed} {a}: src {rows[a]['source_acc']:.3f} score {rows[a]['score']:.3f} Ori {m['ori_acc']:.3f} "
+                f"Tar {m['tar_acc']:.3f} Avg {m['avg_acc']:.3f} R={m['position']} ({time.perf_counter() - start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         top = max(ARCHS, key=lambda a: rows[a]["score"])
         best = max(ARCHS, key=lambda a: rows[a]["avg_acc"])
-        per_seed.append({"seed": seed, "target_test_accuracy": tgt["test_accuracy"], "sources": rows, "rank_seconds": rank_s,
-                         "top_ranked": top, "best_clone": best})
-    keys = ["source_acc", "ori_acc", "tar_acc", "avg_acc", "mean_acc", "locality", "extra_params_ratio", "score", "seconds"]
+        per_seed.append(
+            {
+                "seed": seed,
+                "target_test_accuracy": tgt["test_accuracy"],
+                "sources": rows,
+                "rank_seconds": rank_s,
+                "top_ranked": top,
+                "best_clone": best,
+            }
+        )
+    keys = [
+        "source_acc",
+        "ori_acc",
+        "tar_acc",
+        "avg_acc",
+        "mean_acc",
+        "locality",
+        "extra_params_ratio",
+        "score",
+        "seconds",
+    ]
     summ = {a: summarize([r["sources"][a] for r in per_seed], keys) for a in ARCHS}
-    body = [["Source Acc (own 5-9 test)"] + [fmt_pm(summ[a], "source_acc") for a in ARCHS],
-            ["Ori Acc"] + [fmt_pm(summ[a], "ori_acc") for a in ARCHS],
-            ["Tar Acc"] + [fmt_pm(summ[a], "tar_acc") for a in ARCHS],
-            ["Avg Acc"] + [fmt_pm(summ[a], "avg_acc") for a in ARCHS],
-            ["locality"] + [fmt_pm(summ[a], "locality") for a in ARCHS],
-            ["rank-sources score"] + [fmt_pm(summ[a], "score", pct=False, digits=3) for a in ARCHS],
-            ["extra params (×)"] + [fmt_pm(summ[a], "extra_params_ratio", pct=False, digits=2) for a in ARCHS],
-            ["chosen R"] + [",".join(str(r["sources"][a]["position"]) for r in per_seed) for a in ARCHS],
-            ["clone time (s)"] + [fmt_pm(summ[a], "seconds", pct=False) for a in ARCHS]]
+    body = [
+        ["Source Acc (own 5-9 test)"] + [fmt_pm(summ[a], "source_acc") for a in ARCHS],
+        ["Ori Acc"] + [fmt_pm(summ[a], "ori_acc") for a in ARCHS],
+        ["Tar Acc"] + [fmt_pm(summ[a], "tar_acc") for a in ARCHS],
+        ["Avg Acc"] + [fmt_pm(summ[a], "avg_acc") for a in ARCHS],
+        ["locality"] + [fmt_pm(summ[a], "locality") for a in ARCHS],
+        ["rank-sources score"] + [fmt_pm(summ[a], "score", pct=False, digits=3) for a in ARCHS],
+        ["extra params (×)"] + [fmt_pm(summ[a], "extra_params_ratio", pct=False, digits=2) for a in ARCHS],
+        ["chosen R"] + [",".join(str(r["sources"][a]["position"]) for r in per_seed) for a in ARCHS],
+        ["clone time (s)"] + [fmt_pm(summ[a], "seconds", pct=False) for a in ARCHS],
+    ]
     hits = sum(r["top_ranked"] == r["best_clone"] for r in per_seed)
-    text = (f"Table 5: {args.data}, lenet5 target 0-4, clone '5' (30 % data) from three 5-9 sources; seeds {args.seeds}; "
-            f"resnet18: 28 px, {args.resnet_epochs} epochs on {100 * args.resnet_fraction:g} % of the train split; "
-            f"CloneConfig defaults: {config_summary()}\n\n"
-            + table(["metric"] + [f"{a} source" for a in ARCHS], body)
-            + f"\n\ntop-ranked source = best clone (Avg Acc) in {hits}/{len(per_seed)} seeds; per seed (top, best): "
-            + ", ".join(f"({r['top_ranked']}, {r['best_clone']})" for r in per_seed)
-            + "\n\nSeed (CIFAR-10, ResNet-18 target; CNN / ResNet-18 / ResNet-50 sources): "
-            + "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in SEED.items()))
+    text = (
+        f"Table 5: {args.data}, lenet5 target 0-4, clone '5' (30 % data) from three 5-9 sources; seeds {args.seeds}; "
+        f"resnet18: 28 px, {args.resnet_epochs} epochs on {100 * args.resnet_fraction:g} % of the train split; "
+        f"CloneConfig defaults: {config_summary()}\n\n"
+        + table(["metric"] + [f"{a} source" for a in ARCHS], body)
+        + f"\n\ntop-ranked source = best clone (Avg Acc) in {hits}/{len(per_seed)} seeds; per seed (top, best): "
+        + ", ".join(f"({r['top_ranked']}, {r['best_clone']})" for r in per_seed)
+        + "\n\nSeed (CIFAR-10, ResNet-18 target; CNN / ResNet-18 / ResNet-50 sources): "
+        + "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in SEED.items())
+    )
     print(text)
     plot(summ, len(args.seeds), args.img)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "clone_config": CloneConfig().to_dict(),
-                                    "per_seed": per_seed, "summary": summ,
-                                    "table": text, "seconds": time.perf_counter() - start}, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "clone_config": CloneConfig().to_dict(),
+                "per_seed": per_seed,
+                "summary": summ,
+                "table": text,
+                "seconds": time.perf_counter() - start,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\nwrote {args.out}, {args.img} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
 

@@ -18,11 +18,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _seed_common import sweep_main  # noqa: E402
 
-SEED = dict(zip([1, 2, 3, 4, 5], [(94.4, 95.8, 94.6), (94.2, 95.3, 94.5), (93.7, 94.5, 94.0), (93.1, 94.6, 93.8), (93.3, 94.2, 94.1)], strict=True))
+SEED = dict(
+    zip(
+        [1, 2, 3, 4, 5],
+        [(94.4, 95.8, 94.6), (94.2, 95.3, 94.5), (93.7, 94.5, 94.0), (93.1, 94.6, 93.8), (93.3, 94.2, 94.1)],
+        strict=True,
+    )
+)
 
 if __name__ == "__main__":
-    sweep_main(name="seed-num-classes", doc=__doc__, points=[1, 2, 3, 4, 5], quick_points=[1, 3, 5],
-               labels=lambda n: f"{n} ({'5' if n == 1 else f'5-{4 + n}'})",
-               clone_kwargs=lambda n: ("5" if n == 1 else f"5-{4 + n}", {"fraction": 0.3}),
-               xlabel="number of cloned classes", title="Table 4: number of cloned classes",
-               seed_ref=SEED, xvalues=lambda n: n)
+    sweep_main(
+        name="seed-num-classes",
+        doc=__doc__,
+        points=[1, 2, 3, 4, 5],
+        quick_points=[1, 3, 5],
+        labels=lambda n: f"{n} ({'5' if n == 1 else f'5-{4 + n}'})",
+        clone_kwargs=lambda n: ("5" if n == 1 else f"5-{4 + n}", {"fraction": 0.3}),
+        xlabel="number of cloned classes",
+        title="Table 4: number of cloned classes",
+        seed_ref=SEED,
+        xvalues=lambda n: n,
+    )

@@ -7,4 +7,19 @@ from .models import evaluate_model, file_info, import_model, list_archs, predict
 from .ranking import rank_sources
 from .surrogates import compute_surrogate
 
-__all__ = ["clone", "search", "load_cloned", "rank_sources", "compute_surrogate", "apply_delta", "read_delta_info", "remove_delta", "evaluate_model", "file_info", "import_model", "list_archs", "predict_images", "train_model"]
+__all__ = [
+    "clone",
+    "search",
+    "load_cloned",
+    "rank_sources",
+    "compute_surrogate",
+    "apply_delta",
+    "read_delta_info",
+    "remove_delta",
+    "evaluate_model",
+    "file_info",
+    "import_model",
+    "list_archs",
+    "predict_images",
+    "train_model",
+]

@@ -23,18 +23,29 @@ from ..method.selector import slice_state, unslice_state
 def source_info(src: LoadedModel) -> dict[str, Any]:
     s = src.spec
     return {
-        "sha256": src.sha256, "arch": s.arch, "arch_kwargs": s.arch_kwargs, "classes": list(s.classes),
+        "sha256": src.sha256,
+        "arch": s.arch,
+        "arch_kwargs": s.arch_kwargs,
+        "classes": list(s.classes),
         "input": {"channels": s.in_channels, "size": s.input_size},
-        "normalization": {"mean": list(s.mean), "std": list(s.std)}, "num_blocks": src.network.num_blocks,
+        "normalization": {"mean": list(s.mean), "std": list(s.std)},
+        "num_blocks": src.network.num_blocks,
     }
 
 
 def target_info(tgt: LoadedModel) -> dict[str, Any]:
     s = tgt.spec
-    return {"sha256": tgt.sha256, "arch": s.arch, "classes": list(s.classes), "input": {"channels": s.in_channels, "size": s.input_size}}
+    return {
+        "sha256": tgt.sha256,
+        "arch": s.arch,
+        "classes": list(s.classes),
+        "input": {"channels": s.in_channels, "size": s.input_size},
+    }
 
 
-def branch_tensors(branch: Branch, masks: dict[str, torch.Tensor], *, online: bool) -> dict[str, torch.Tensor]:
+def branch_tensors(
+    branch: Branch, masks: dict[str, torch.Tensor], *, online: bool
+) -> dict[str, torch.Tensor]:
     """Delta tensors of a trained branch: adapter, masks, head, calibration and (offline) kept source filters."""
     t: dict[str, torch.Tensor] = {}
     t.update({f"adapter.{k}": v for k, v in branch.adapter.state_dict().items()})
@@ -43,12 +54,14 @@ def branch_tensors(branch: Branch, masks: dict[str, torch.Tensor], *, online: bo
     t["calibration.scale"] = branch.calibration.detach()[:1]  # names as docs/delta-format.md fixes them
     t["calibration.bias"] = branch.calibration.detach()[1:]
     if not online:
-        t.update({f"source.{k}": v for k, v in slice_state(branch.module, masks, branch.adapter.out_shape).items()})
+        t.update(
+            {f"source.{k}": v for k, v in slice_state(branch.module, masks, branch.adapter.out_shape).items()}
+        )
     return {k: v.detach().cpu().contiguous().clone() for k, v in t.items()}
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def branch_from_delta(delta: DeltaFile) -> Branch:
@@ -56,14 +69,20 @@ def branch_from_delta(delta: DeltaFile) -> Branch:
     info, t = delta.info, delta.tensors
     src = info["source"]
     if not any(k.startswith("source.") for k in t):
-        raise CheckpointError(f"delta {delta.name!r} is online (no source weights); apply it with --source first")
-    spec = ModelSpec(src["arch"], tuple(src["classes"]), src["input"]["channels"], src["input"]["size"], src["arch_kwargs"])
+        raise CheckpointError(
+            f"delta {delta.name!r} is online (no source weights); apply it with --source first"
+        )
+    spec = ModelSpec(
+        src["arch"], tuple(src["classes"]), src["input"]["channels"], src["input"]["size"], src["arch_kwargs"]
+    )
     template = build_from_spec(spec)
     rs = int(info["position"]["source"])
     module = copy.deepcopy(nn.ModuleList(template.blocks[rs:]))
     masks = {k: v.bool() for k, v in _strip(t, "mask.").items()}
     try:  # tensors that do not fit the recorded architecture and adapter: a format error, not a crash
-        module.load_state_dict(unslice_state(_strip(t, "source."), masks, module, info["adapter"]["out_shape"]))
+        module.load_state_dict(
+            unslice_state(_strip(t, "source."), masks, module, info["adapter"]["out_shape"])
+        )
         head_t = _strip(t, "head.")
         head = nn.Linear(head_t["weight"].shape[1], head_t["weight"].shape[0])
         head.load_state_dict(head_t)
@@ -75,8 +94,14 @@ def branch_from_delta(delta: DeltaFile) -> Branch:
             f"delta {delta.name!r}: its tensors do not fit the recorded source and adapter ({first}); "
             "see docs/delta-format.md"
         ) from None
-    branch = Branch(adapter=adapter, module=module, head=head, position=int(info["position"]["target"]),
-                    source_position=rs, classes=list(info["classes"]))
+    branch = Branch(
+        adapter=adapter,
+        module=module,
+        head=head,
+        position=int(info["position"]["target"]),
+        source_position=rs,
+        classes=list(info["classes"]),
+    )
     with torch.no_grad():  # absent calibration (optional in the format) means scale 1, bias 0
         if "calibration.scale" in t:
             branch.calibration[:1].copy_(t["calibration.scale"].reshape(1))
@@ -108,4 +133,11 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["branch_from_delta", "branch_tensors", "cloned_from_file", "load_cloned", "source_info", "target_info"]
+__all__ = [
+    "branch_from_delta",
+    "branch_tensors",
+    "cloned_from_file",
+    "load_cloned",
+    "source_info",
+    "target_info",
+]

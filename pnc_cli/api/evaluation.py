@@ -16,8 +16,16 @@ from ..nets.training import accuracy, per_class_accuracy, predict_logits
 from .branches import load_cloned
 
 
-def evaluate_cloned(*, model: str | Path, data: str, classes: str | None, split: str, split_seed: int, device: str,
-                    eval_data: Any) -> dict[str, Any]:
+def evaluate_cloned(
+    *,
+    model: str | Path,
+    data: str,
+    classes: str | None,
+    split: str,
+    split_seed: int,
+    device: str,
+    eval_data: Any,
+) -> dict[str, Any]:
     """Accuracy per class plus Ori/Tar/Avg Acc, locality and the extra-params ratio of a cloned model.
 
     ``eval_data(spec, data, classes, split, split_seed) -> ImageSet`` selects and conforms the data.
@@ -35,9 +43,21 @@ def evaluate_cloned(*, model: str | Path, data: str, classes: str | None, split:
     extra = sum(d.num_params for d in cf.deltas)
     target_params = cloned.target.num_params()
     return {
-        "model": str(model), "data": data, "split": split, "num_samples": len(ds), "kind": "cloned",
-        "deltas": [d.name for d in cf.deltas], "classes": all_classes,
-        "accuracy": accuracy(pred, ds.labels), "per_class": per_class_accuracy(pred, ds.labels, all_classes),
-        "ori_acc": m["ori_acc"], "tar_acc": m["tar_acc"], "avg_acc": m["avg_acc"], "mean_acc": m["mean_acc"],
-        "locality": m.get("locality"), "zest_distance": zest, "extra_params": extra, "extra_params_ratio": extra / target_params,
+        "model": str(model),
+        "data": data,
+        "split": split,
+        "num_samples": len(ds),
+        "kind": "cloned",
+        "deltas": [d.name for d in cf.deltas],
+        "classes": all_classes,
+        "accuracy": accuracy(pred, ds.labels),
+        "per_class": per_class_accuracy(pred, ds.labels, all_classes),
+        "ori_acc": m["ori_acc"],
+        "tar_acc": m["tar_acc"],
+        "avg_acc": m["avg_acc"],
+        "mean_acc": m["mean_acc"],
+        "locality": m.get("locality"),
+        "zest_distance": zest,
+        "extra_params": extra,
+        "extra_params_ratio": extra / target_params,
     }

@@ -42,7 +42,13 @@ log = logging.getLogger(__name__)
 
 def list_archs() -> list[dict[str, Any]]:
     return [
-        {"name": a.name, "blocks": a.num_blocks, "default_input_size": a.default_input_size, "tiny": a.tiny, "description": a.description}
+        {
+            "name": a.name,
+            "blocks": a.num_blocks,
+            "default_input_size": a.default_input_size,
+            "tiny": a.tiny,
+            "description": a.description,
+        }
         for a in list_architectures()
     ]
 
@@ -126,7 +132,9 @@ def eval_data_for(spec: ModelSpec, data: str, classes: str | None, split: str, s
         _, names, _ = read_raw(data)
         present = [c for c in spec.classes if c in set(names)]
         if not present:
-            raise DataError(f"{data}: none of the model's classes ({', '.join(spec.classes)}) occur in the data")
+            raise DataError(
+                f"{data}: none of the model's classes ({', '.join(spec.classes)}) occur in the data"
+            )
         selected: str | list[str] = present
     else:
         selected = classes
@@ -149,8 +157,15 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Accuracy overall and per class; on a cloned model also Ori/Tar/Avg Acc, locality, extra params."""
     if file_kind(model) == KIND_CLONED:
-        return evaluate_cloned(model=model, data=data, classes=classes, split=split, split_seed=split_seed,
-                               device=device, eval_data=eval_data_for)
+        return evaluate_cloned(
+            model=model,
+            data=data,
+            classes=classes,
+            split=split,
+            split_seed=split_seed,
+            device=device,
+            eval_data=eval_data_for,
+        )
     loaded = load_model(model, **(load_overrides or {}))
     dev = resolve_device(device)
     ds = eval_data_for(loaded.spec, data, classes, split, split_seed)
@@ -173,14 +188,19 @@ def _read_image(path: Path) -> torch.Tensor:
         raise UsageError(f"image {path} not found")
     try:
         img = Image.open(path)
-        arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "I", "I;16") else "RGB"), dtype=np.float32) / 255.0
+        arr = (
+            np.asarray(img.convert("L" if img.mode in ("L", "1", "I", "I;16") else "RGB"), dtype=np.float32)
+            / 255.0
+        )
     except OSError:
         raise DataError(f"{path}: cannot read image; use PNG, JPEG or another format PIL reads") from None
     t = torch.from_numpy(arr.copy())
     return t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
 
 
-def predict_images(*, model: str | Path, images: list[str], top: int = 3, device: str = "auto") -> dict[str, Any]:
+def predict_images(
+    *, model: str | Path, images: list[str], top: int = 3, device: str = "auto"
+) -> dict[str, Any]:
     if not images:
         raise UsageError("give at least one image file")
     if file_kind(model) == KIND_CLONED:
@@ -201,11 +221,16 @@ def predict_images(*, model: str | Path, images: list[str], top: int = 3, device
     results = []
     for path, p in zip(images, probs, strict=True):
         vals, idx = p.topk(k)
-        results.append({
-            "image": path,
-            "prediction": classes[int(idx[0])],
-            "top": [{"class": classes[int(i)], "probability": float(v)} for v, i in zip(vals, idx, strict=True)],
-        })
+        results.append(
+            {
+                "image": path,
+                "prediction": classes[int(idx[0])],
+                "top": [
+                    {"class": classes[int(i)], "probability": float(v)}
+                    for v, i in zip(vals, idx, strict=True)
+                ],
+            }
+        )
     return {"model": str(model), "predictions": results}
 
 
@@ -226,17 +251,37 @@ def file_info(path: str | Path) -> dict[str, Any]:
     }
     if "pnc.arch" in meta:
         spec = ModelSpec.from_metadata(meta, path)
-        info.update(arch=spec.arch, arch_kwargs=spec.arch_kwargs, classes=list(spec.classes),
-                    input={"channels": spec.in_channels, "size": spec.input_size},
-                    normalization={"mean": list(spec.mean), "std": list(spec.std)}, training=spec.training)
+        info.update(
+            arch=spec.arch,
+            arch_kwargs=spec.arch_kwargs,
+            classes=list(spec.classes),
+            input={"channels": spec.in_channels, "size": spec.input_size},
+            normalization={"mean": list(spec.mean), "std": list(spec.std)},
+            training=spec.training,
+        )
     else:
         info.setdefault("arch", meta.get("pnc.arch"))
         info.setdefault("classes", None)
     info.update(_kind_summary(info["kind"], meta))
-    shown = {"pnc.arch", "pnc.arch_kwargs", "pnc.input", "pnc.normalization", "pnc.training", "pnc.kind", "pnc.classes",
-             "pnc.format_version", "pnc.writer", "pnc.sha256", "pnc.deltas", "pnc.target_metadata"}
-    info["metadata"] = {k: v for k, v in meta.items() if k.startswith("pnc.") and k not in shown
-                        and not k.startswith(("pnc.delta.", "pnc.surrogate."))}
+    shown = {
+        "pnc.arch",
+        "pnc.arch_kwargs",
+        "pnc.input",
+        "pnc.normalization",
+        "pnc.training",
+        "pnc.kind",
+        "pnc.classes",
+        "pnc.format_version",
+        "pnc.writer",
+        "pnc.sha256",
+        "pnc.deltas",
+        "pnc.target_metadata",
+    }
+    info["metadata"] = {
+        k: v
+        for k, v in meta.items()
+        if k.startswith("pnc.") and k not in shown and not k.startswith(("pnc.delta.", "pnc.surrogate."))
+    }
     return info
 
 
@@ -250,25 +295,36 @@ def _loads(meta: dict[str, str], key: str) -> Any:
 def _delta_summary(info: dict[str, Any]) -> dict[str, Any]:
     pos = info.get("position") or {}
     return {
-        "name": info.get("name"), "classes": info.get("classes"), "mode": info.get("mode"),
-        "position": pos.get("target"), "source_position": pos.get("source"),
-        "target_sha256": (info.get("target") or {}).get("sha256"), "source": {
-            k: (info.get("source") or {}).get(k) for k in ("arch", "sha256", "classes")},
-        "extra_params": info.get("extra_params"), "metrics": info.get("metrics"), "seed": info.get("seed"),
+        "name": info.get("name"),
+        "classes": info.get("classes"),
+        "mode": info.get("mode"),
+        "position": pos.get("target"),
+        "source_position": pos.get("source"),
+        "target_sha256": (info.get("target") or {}).get("sha256"),
+        "source": {k: (info.get("source") or {}).get(k) for k in ("arch", "sha256", "classes")},
+        "extra_params": info.get("extra_params"),
+        "metrics": info.get("metrics"),
+        "seed": info.get("seed"),
     }
 
 
 def _kind_summary(kind: str, meta: dict[str, str]) -> dict[str, Any]:
     """The few facts a reader wants from a delta, search, cloned or surrogate header."""
     if kind in ("delta", "search"):
-        info = {k[len("pnc.delta."):]: _loads(meta, k) for k in meta if k.startswith("pnc.delta.")}
+        info = {k[len("pnc.delta.") :]: _loads(meta, k) for k in meta if k.startswith("pnc.delta.")}
         return {"delta": _delta_summary(info)}
     if kind == "cloned":
         deltas = _loads(meta, "pnc.deltas") or []
-        return {"target_sha256": meta.get("pnc.target_sha256"),
-                "deltas": [_delta_summary({**d.get("info", {}), "name": d.get("name")}) for d in deltas]}
+        return {
+            "target_sha256": meta.get("pnc.target_sha256"),
+            "deltas": [_delta_summary({**d.get("info", {}), "name": d.get("name")}) for d in deltas],
+        }
     if kind == "surrogate":
-        return {"surrogate": {k[len("pnc.surrogate."):]: _loads(meta, k) for k in meta if k.startswith("pnc.surrogate.")}}
+        return {
+            "surrogate": {
+                k[len("pnc.surrogate.") :]: _loads(meta, k) for k in meta if k.startswith("pnc.surrogate.")
+            }
+        }
     return {}
 
 
@@ -298,8 +354,15 @@ def pnc_version() -> str:
 
 
 def import_model(
-    *, file: str | Path, arch: str, classes: str, output: str | Path, in_channels: int | None = None,
-    input_size: int | None = None, mean: list[float] | None = None, std: list[float] | None = None,
+    *,
+    file: str | Path,
+    arch: str,
+    classes: str,
+    output: str | Path,
+    in_channels: int | None = None,
+    input_size: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Convert a plain state dict into a pnc model file (exact key/shape match required).
@@ -313,7 +376,13 @@ def import_model(
         file, arch=arch, classes=names, in_channels=in_channels, input_size=input_size, mean=mean, std=std
     )
     sha = save_model(out, loaded.network, loaded.spec, force=force)
-    return {"output": str(out), "arch": arch, "classes": names, "sha256": sha, "num_params": loaded.network.num_params()}
+    return {
+        "output": str(out),
+        "arch": arch,
+        "classes": names,
+        "sha256": sha,
+        "num_params": loaded.network.num_params(),
+    }
 
 
 def recorded_data(model: Any, role: str, *, required: bool = True) -> str | None:
@@ -326,5 +395,9 @@ def recorded_data(model: Any, role: str, *, required: bool = True) -> str | None
     if required:
         why = f"its recorded data {name!r} is not available" if name else "it records no training data"
         raise UsageError(f"{role} {model.path}: {why}; pass --data")
-    log.warning("%s %s records no usable training data; training without target-domain samples (pass --target-data)", role, model.path)
+    log.warning(
+        "%s %s records no usable training data; training without target-domain samples (pass --target-data)",
+        role,
+        model.path,
+    )
     return None

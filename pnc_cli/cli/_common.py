@@ -25,11 +25,15 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in o
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
-SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split (same in every command).")]
+SplitSeedOpt = Annotated[
+    int, typer.Option("--split-seed", help="Seed of the train/test split (same in every command).")
+]
 
 # Click's exception classes as Typer raises them (recent Typer vendors its own copy of Click, so
 # ``import click`` would name different classes); found through a public Typer class.
-ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 _NoArgsIsHelp: Any = getattr(sys.modules[ClickException.__module__], "NoArgsIsHelpError", ())
 
 DEFAULT_DEVICE = "auto"
@@ -58,7 +62,9 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:  # unexpected: a bug or an environment problem
             if console.debug_enabled():
                 traceback.print_exc()
-            console.error(f"{type(exc).__name__}: {exc} (rerun with --debug or PNC_DEBUG=1 for the traceback)")
+            console.error(
+                f"{type(exc).__name__}: {exc} (rerun with --debug or PNC_DEBUG=1 for the traceback)"
+            )
             raise typer.Exit(EXIT_RUNTIME) from None
 
     return wrapper  # type: ignore[return-value]

@@ -73,7 +73,11 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def pct(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.1f}"
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and not math.isfinite(value))
+        else f"{100 * value:.1f}"
+    )
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -90,7 +94,9 @@ def key_values(title: str, pairs: Iterable[tuple[str, Any]]) -> None:
     t.add_column("key", style="bold")
     t.add_column("value", overflow="fold")
     for k, v in pairs:
-        t.add_row(k, v if isinstance(v, str) else json.dumps(_clean(v)) if isinstance(v, (dict, list)) else fmt(v))
+        t.add_row(
+            k, v if isinstance(v, str) else json.dumps(_clean(v)) if isinstance(v, (dict, list)) else fmt(v)
+        )
     stdout.print(t)
 
 
@@ -107,8 +113,13 @@ class RichProgress:
             return
         self.finish()
         self._bar = RichBar(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"), console=stderr, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=stderr,
+            transient=True,
         )
         self._bar.start()
         self._task = self._bar.add_task(stage, total=total, info="")

@@ -140,7 +140,9 @@ class CloneConfig:
         if self.select_by not in SELECT_BY:
             raise ConfigError(f"--select-by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
         if self.mask_penalty not in MASK_PENALTIES:
-            raise ConfigError(f"--mask-penalty must be one of {', '.join(MASK_PENALTIES)}, got {self.mask_penalty!r}")
+            raise ConfigError(
+                f"--mask-penalty must be one of {', '.join(MASK_PENALTIES)}, got {self.mask_penalty!r}"
+            )
         if self.finetune_epochs < 0:
             raise ConfigError("--finetune-epochs must be >= 0")
         if self.temperature_end <= 0:
@@ -150,7 +152,9 @@ class CloneConfig:
         if self.finetune_lr_scale <= 0:
             raise ConfigError(f"finetune_lr_scale must be positive, got {self.finetune_lr_scale}")
         if self.max_extra_ratio is not None and not self.max_extra_ratio > 0:
-            raise ConfigError(f"max_extra_ratio must be positive (or None: no budget), got {self.max_extra_ratio}")
+            raise ConfigError(
+                f"max_extra_ratio must be positive (or None: no budget), got {self.max_extra_ratio}"
+            )
         if self.ins_logits not in INS_LOGITS:
             raise ConfigError(f"ins_logits must be one of {', '.join(INS_LOGITS)}, got {self.ins_logits!r}")
 

@@ -89,7 +89,9 @@ def _to_nchw(x: np.ndarray, source: str) -> np.ndarray:
             return x
         if x.shape[3] in (1, 3):
             return x.transpose(0, 3, 1, 2)
-    raise DataError(f"{source}: images must be [N,H,W], [N,H,W,C] or [N,C,H,W] with 1 or 3 channels, got {list(x.shape)}")
+    raise DataError(
+        f"{source}: images must be [N,H,W], [N,H,W,C] or [N,C,H,W] with 1 or 3 channels, got {list(x.shape)}"
+    )
 
 
 @lru_cache(maxsize=4)
@@ -105,7 +107,9 @@ def _builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = mnist_data()
         return _to_unit(x.reshape(-1, 28, 28), 255.0)[:, None], y.astype(np.int64)
     except ImportError:
-        raise UsageError(f"built-in dataset {name!r} needs the data extra: pip install 'pnc-cli[data]'") from None
+        raise UsageError(
+            f"built-in dataset {name!r} needs the data extra: pip install 'pnc-cli[data]'"
+        ) from None
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -121,7 +125,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, list[str]]:
     except DataError:
         raise
     except (ValueError, OSError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read .npz ({exc}); it must hold arrays x, y (no pickled objects)") from None
+        raise DataError(
+            f"{path}: cannot read .npz ({exc}); it must hold arrays x, y (no pickled objects)"
+        ) from None
     return _labels(x, y, classes, path)
 
 
@@ -129,7 +135,9 @@ def _labels(x: Any, y: Any, classes: list[str] | None, source: Path) -> tuple[np
     y = np.asarray(y).reshape(-1)
     if y.dtype.kind in "iu":
         if classes and len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
-            raise DataError(f"{source}: integer labels must index the {len(classes)} class names (0..{len(classes) - 1})")
+            raise DataError(
+                f"{source}: integer labels must index the {len(classes)} class names (0..{len(classes) - 1})"
+            )
         names = [classes[i] if classes else str(i) for i in y.tolist()]
     else:
         names = [str(v) for v in y.tolist()]
@@ -158,11 +166,15 @@ def _read_folder(path: Path) -> tuple[np.ndarray, list[str]]:
         if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
     ]
     if not files:
-        raise DataError(f"{path}: no images found; an ImageFolder holds one sub-directory of images per class")
+        raise DataError(
+            f"{path}: no images found; an ImageFolder holds one sub-directory of images per class"
+        )
     pics = []
     for f, _ in files:
         try:
-            with Image.open(f) as im:  # load now and close: thousands of lazily open files exhaust descriptors
+            with Image.open(
+                f
+            ) as im:  # load now and close: thousands of lazily open files exhaust descriptors
                 im.load()
                 pics.append(im.copy())
         except OSError:
@@ -205,7 +217,9 @@ def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
         return torch.from_numpy(x.copy()), [str(v) for v in y.tolist()], source
     path = Path(source)
     if not path.exists():
-        raise DataError(f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz or .safetensors")
+        raise DataError(
+            f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz or .safetensors"
+        )
     x, names = _read_path(str(path), _stamp(path))
     return torch.from_numpy(x.copy()), list(names), str(path)
 
@@ -249,7 +263,9 @@ def _class_seed(split_seed: int, name: str, salt: str) -> int:
     return (split_seed * 1_000_003 + zlib.crc32(f"{salt}:{name}".encode())) % (2**63)
 
 
-def _split_rows(rows: np.ndarray, name: str, split: str, fraction: float, split_seed: int, test_fraction: float) -> np.ndarray:
+def _split_rows(
+    rows: np.ndarray, name: str, split: str, fraction: float, split_seed: int, test_fraction: float
+) -> np.ndarray:
     g = torch.Generator().manual_seed(_class_seed(split_seed, name, "split"))
     rows = rows[torch.randperm(len(rows), generator=g).numpy()]
     n_test = min(len(rows) - 1, max(1, round(test_fraction * len(rows)))) if len(rows) > 1 else 0
@@ -285,11 +301,16 @@ def load_data(
     available = sorted(set(names), key=_sort_key)
     chosen = parse_classes(classes, available) or available
     name_arr = np.asarray(names)
-    rows = [_split_rows(np.flatnonzero(name_arr == c), c, split, fraction, split_seed, test_fraction) for c in chosen]
+    rows = [
+        _split_rows(np.flatnonzero(name_arr == c), c, split, fraction, split_seed, test_fraction)
+        for c in chosen
+    ]
     all_rows = np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
     if len(all_rows) == 0:
         hint = "; a class needs at least 2 images to have a test image" if split == "test" else ""
-        raise DataError(f"{ident}: no samples left after selecting classes {', '.join(chosen)} ({split} split){hint}")
+        raise DataError(
+            f"{ident}: no samples left after selecting classes {', '.join(chosen)} ({split} split){hint}"
+        )
     x = images[torch.from_numpy(all_rows)]
     if not torch.isfinite(x).all():
         raise DataError(f"{ident}: images contain NaN or infinite values; clean the data")
@@ -317,7 +338,9 @@ def conform(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
         else:
             raise DataError(f"cannot convert {c}-channel images to the model's {channels} channels")
     if tuple(images.shape[-2:]) != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        images = F.interpolate(
+            images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
         images = images.clamp(0.0, 1.0)
     return images.contiguous()
 

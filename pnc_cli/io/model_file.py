@@ -112,7 +112,9 @@ def build_from_spec(spec: ModelSpec) -> Network:
     return net
 
 
-def model_metadata(spec: ModelSpec, tensors: Mapping[str, torch.Tensor], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def model_metadata(
+    spec: ModelSpec, tensors: Mapping[str, torch.Tensor], extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     meta = {
         "format": "pt",
         KEY_KIND: KIND_MODEL,
@@ -125,7 +127,14 @@ def model_metadata(spec: ModelSpec, tensors: Mapping[str, torch.Tensor], extra: 
     return meta
 
 
-def save_model(path: str | Path, network: Network, spec: ModelSpec, *, force: bool = False, extra: Mapping[str, str] | None = None) -> str:
+def save_model(
+    path: str | Path,
+    network: Network,
+    spec: ModelSpec,
+    *,
+    force: bool = False,
+    extra: Mapping[str, str] | None = None,
+) -> str:
     """Write a model file atomically; returns the content sha256."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in network.model.state_dict().items()}
     meta = model_metadata(spec, tensors, extra)
@@ -148,7 +157,9 @@ def check_state_dict(network: Network, tensors: Mapping[str, torch.Tensor], path
             parts.append(f"unexpected {', '.join(unexpected[:3])}")
         if wrong:
             parts.append(", ".join(f"{k} is {list(got[k])} not {list(expected[k])}" for k in wrong[:3]))
-        raise IncompatibleError(f"{path}: state dict does not match architecture {network.arch!r}: {'; '.join(parts)}")
+        raise IncompatibleError(
+            f"{path}: state dict does not match architecture {network.arch!r}: {'; '.join(parts)}"
+        )
 
 
 def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapping[str, Any]) -> ModelSpec:
@@ -162,14 +173,18 @@ def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapp
     mean = tuple(float(v) for v in overrides.get("mean") or (0.0,))
     std = tuple(float(v) for v in overrides.get("std") or (1.0,))
     if len(mean) not in (1, channels) or len(std) not in (1, channels) or min(std) <= 0:
-        raise UsageError(f"--mean/--std need 1 or {channels} values and std > 0, got {list(mean)} / {list(std)}")
+        raise UsageError(
+            f"--mean/--std need 1 or {channels} values and std > 0, got {list(mean)} / {list(std)}"
+        )
     return ModelSpec(arch=arch, classes=classes, in_channels=channels, input_size=size, mean=mean, std=std)
 
 
 def _first_conv_channels(arch: str, num_classes: int, size: int, tensors: Mapping[str, torch.Tensor]) -> int:
     """Input channels of a plain state dict: those of the architecture's first conv weight (1 if none)."""
     try:
-        probe = build_network(arch, num_classes=num_classes, in_channels=1, input_size=size).model.state_dict()
+        probe = build_network(
+            arch, num_classes=num_classes, in_channels=1, input_size=size
+        ).model.state_dict()
     except UsageError:
         return 1
     first = next((k for k, v in probe.items() if v.dim() == 4), None)
@@ -205,7 +220,9 @@ def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> Lo
         spec = _plain_spec(tensors, p, overrides)
     sha = content_sha256(tensors)
     if verify and KEY_SHA in meta and meta[KEY_SHA] != sha:
-        raise VerificationError(f"{p}: tensor contents do not match the recorded sha256; the file was modified")
+        raise VerificationError(
+            f"{p}: tensor contents do not match the recorded sha256; the file was modified"
+        )
     try:
         network = build_from_spec(spec)
     except UsageError as exc:

@@ -293,7 +293,11 @@ def check_kind(meta: Mapping[str, str], expected: str, path: str | Path | object
 
 
 def check_version(
-    meta: Mapping[str, str], supported: int, path: str | Path | object, *, error: type[CheckpointError] = CheckpointError
+    meta: Mapping[str, str],
+    supported: int,
+    path: str | Path | object,
+    *,
+    error: type[CheckpointError] = CheckpointError,
 ) -> int:
     """The file's format version; refuses a missing, malformed or newer one (``upgrade pnc``)."""
     raw = meta.get("pnc.format_version")
@@ -305,5 +309,7 @@ def check_version(
     if version is None or version < 1:
         raise error(f"{path}: {kind} format version {raw!r} is not a positive integer; see docs/formats.md")
     if version > supported:
-        raise error(f"{path}: {kind} format version {version} is newer than supported {supported}; upgrade pnc")
+        raise error(
+            f"{path}: {kind} format version {version} is newer than supported {supported}; upgrade pnc"
+        )
     return version

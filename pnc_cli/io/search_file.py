@@ -35,7 +35,16 @@ from .safetensors_io import (
 
 KIND_SEARCH = "search"
 CURVE_PREFIX = "search."
-CURVE_FIELDS = ("position", "source_position", "loss", "val_ori_acc", "val_tar_acc", "val_avg_acc", "kept_fraction", "seconds")
+CURVE_FIELDS = (
+    "position",
+    "source_position",
+    "loss",
+    "val_ori_acc",
+    "val_tar_acc",
+    "val_avg_acc",
+    "kept_fraction",
+    "seconds",
+)
 KEY_INPUTS = "pnc.search.inputs"
 
 
@@ -65,12 +74,18 @@ def read_search(path: str | Path) -> SearchFile:
     if meta.get("pnc.sha256") != content_sha256(tensors):
         raise CheckpointError(f"{path}: tensors do not match the recorded sha256; the file is corrupt")
     try:
-        info = {k[len(INFO_KEY_PREFIX):]: json.loads(v) for k, v in meta.items() if k.startswith(INFO_KEY_PREFIX)}
+        info = {
+            k[len(INFO_KEY_PREFIX) :]: json.loads(v) for k, v in meta.items() if k.startswith(INFO_KEY_PREFIX)
+        }
         inputs = json.loads(meta[KEY_INPUTS])
     except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: search metadata is missing or corrupt; run pnc search again") from None
-    curves = {k[len(CURVE_PREFIX):]: v for k, v in tensors.items() if k.startswith(CURVE_PREFIX)}
-    delta = DeltaFile(str(info.pop("name")), {k: v for k, v in tensors.items() if not k.startswith(CURVE_PREFIX)}, info)
+        raise CheckpointError(
+            f"{path}: search metadata is missing or corrupt; run pnc search again"
+        ) from None
+    curves = {k[len(CURVE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CURVE_PREFIX)}
+    delta = DeltaFile(
+        str(info.pop("name")), {k: v for k, v in tensors.items() if not k.startswith(CURVE_PREFIX)}, info
+    )
     validate_delta(delta, path, strict=False)
     return SearchFile(delta, curves, inputs)
 

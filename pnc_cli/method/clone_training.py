@@ -42,7 +42,9 @@ class LocalTargets:
     surrogate: SurrogateResult
     columns: list[int]  # source class indices of C_f
 
-    def batch(self, k_samples: int, k_masks: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(
+        self, k_samples: int, k_masks: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Perturbed images [k·m, C, H, W], targets g_i(b) [k·m, |C_f|] and weights Π_b [k·m]."""
         s = self.surrogate
         si = torch.randint(len(self.images), (k_samples,), generator=g)
@@ -94,20 +96,26 @@ class _TrainSelector(ChannelSelector):
 
 def _temperature(config: CloneConfig, epoch: int) -> float:
     """Geometric annealing from ``temperature`` (first epoch) to ``temperature_end`` (last epoch, if not the first)."""
-    return config.temperature * (config.temperature_end / config.temperature) ** (epoch / max(config.epochs - 1, 1))
+    return config.temperature * (config.temperature_end / config.temperature) ** (
+        epoch / max(config.epochs - 1, 1)
+    )
 
 
 class _Step:
     """One optimisation step's losses for a branch (shared by the main and fine-tune phases)."""
 
-    def __init__(self, cloned: ClonedModel, name: str, source: Network, local: LocalTargets | None, config: CloneConfig) -> None:
+    def __init__(
+        self, cloned: ClonedModel, name: str, source: Network, local: LocalTargets | None, config: CloneConfig
+    ) -> None:
         self.cloned, self.name, self.source, self.local, self.config = cloned, name, source, local, config
         self.branch = cloned.branches[name]
         ratio = config.max_extra_ratio
         self.budget = None if ratio is None else int(ratio * cloned.target.num_params())
         self.offset = len(cloned.classes) - len(self.branch.classes)
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    def losses(
+        self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator, device: torch.device
+    ) -> dict[str, torch.Tensor]:
         out = {"cls": F.cross_entropy(self.cloned(x), y)}
         c = self.config
         if self.local is not None and (c.alpha > 0 or c.beta > 0):
@@ -134,8 +142,15 @@ class _Step:
 
 
 def _run_epochs(
-    step: _Step, opt: torch.optim.Optimizer, selector: ChannelSelector | None, images: torch.Tensor, labels: torch.Tensor,
-    epochs: int, g: torch.Generator, device: torch.device, progress: Progress,
+    step: _Step,
+    opt: torch.optim.Optimizer,
+    selector: ChannelSelector | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    g: torch.Generator,
+    device: torch.device,
+    progress: Progress,
     schedule: bool = False,
 ) -> tuple[list[float], dict[str, float]]:
     """``schedule``: anneal the selector temperature and switch to straight-through masks (main phase)."""
@@ -154,14 +169,22 @@ def _run_epochs(
         for idx in torch.randperm(len(labels), generator=g).split(bs):
             x, y = images[idx].to(device), labels[idx].to(device)
             parts = step.losses(x, y, g, device)
-            penalty = selector.penalty(step.config.mask_penalty) if selector is not None and not selector.is_hard else None
+            penalty = (
+                selector.penalty(step.config.mask_penalty)
+                if selector is not None and not selector.is_hard
+                else None
+            )
             loss = step.total(parts, penalty)
             if not torch.isfinite(loss):
                 raise RuntimeFailure("cloning diverged (non-finite loss); lower --lr or the loss weights")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_sum += (loss - step.config.gamma * penalty).item() * len(idx) if penalty is not None else loss.item() * len(idx)
+            total_sum += (
+                (loss - step.config.gamma * penalty).item() * len(idx)
+                if penalty is not None
+                else loss.item() * len(idx)
+            )
             n += len(idx)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.item() * len(idx)
@@ -195,16 +218,21 @@ def train_branch(
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     branch = cloned.branches[name]
-    selector = _TrainSelector(branch.module, temperature=config.temperature, init_score=config.init_score).to(device)
+    selector = _TrainSelector(branch.module, temperature=config.temperature, init_score=config.init_score).to(
+        device
+    )
     trainable = [p for n, p in branch.named_parameters() if not n.startswith("module.")]
-    opt = torch.optim.Adam([{"params": trainable, "lr": config.lr}, {"params": selector.parameters(), "lr": config.mask_lr}])
+    opt = torch.optim.Adam(
+        [{"params": trainable, "lr": config.lr}, {"params": selector.parameters(), "lr": config.mask_lr}]
+    )
     step = _Step(cloned, name, source, local, config)
     result = BranchTrainResult(branch.position, branch.source_position)
     progress.start(f"train R={branch.position}", total=config.epochs + config.finetune_epochs)
     cloned.train()
     try:
-        result.epoch_losses, result.components = _run_epochs(step, opt, selector, images, labels, config.epochs, g, device,
-                                                             progress, schedule=True)
+        result.epoch_losses, result.components = _run_epochs(
+            step, opt, selector, images, labels, config.epochs, g, device, progress, schedule=True
+        )
         selector.binarize()
         if step.budget is not None:
             fit_budget(selector, branch, step.budget)
@@ -212,7 +240,9 @@ def train_branch(
         result.kept_fraction = selector.kept_fraction()
         if config.finetune_epochs:
             ft = torch.optim.Adam(trainable, lr=config.lr * config.finetune_lr_scale)
-            ft_losses, _ = _run_epochs(step, ft, selector, images, labels, config.finetune_epochs, g, device, progress)
+            ft_losses, _ = _run_epochs(
+                step, ft, selector, images, labels, config.finetune_epochs, g, device, progress
+            )
             result.epoch_losses += ft_losses  # the converged loss is that of the branch actually kept
     finally:
         selector.remove()
@@ -228,7 +258,9 @@ def branch_params(branch: Branch, masks: dict[str, torch.Tensor]) -> int:
     return own + count_kept_params(branch.module, masks, branch.adapter.out_shape)
 
 
-def budget_masks(selector: ChannelSelector, branch: Branch, budget: int) -> tuple[dict[str, torch.Tensor], bool]:
+def budget_masks(
+    selector: ChannelSelector, branch: Branch, budget: int
+) -> tuple[dict[str, torch.Tensor], bool]:
     """The selector's hard masks, minus the lowest-scoring kept filters until the branch fits ``budget``
     parameters; and whether it fits.
 
@@ -240,7 +272,11 @@ def budget_masks(selector: ChannelSelector, branch: Branch, budget: int) -> tupl
     if branch_params(branch, masks) <= budget:
         return masks, True
     scores = {n: selector.score(n).detach().cpu().tolist() for n in selector.names}
-    cand = [(scores[n][i], li, i, n) for li, n in enumerate(selector.names) for i in torch.nonzero(masks[n]).flatten().tolist()]
+    cand = [
+        (scores[n][i], li, i, n)
+        for li, n in enumerate(selector.names)
+        for i in torch.nonzero(masks[n]).flatten().tolist()
+    ]
     cand.sort()  # ascending score; ties by layer order, then index
     last = {}
     for _, _, i, n in cand:
@@ -269,8 +305,11 @@ def fit_budget(selector: ChannelSelector, branch: Branch, budget: int) -> bool:
     masks, ok = budget_masks(selector, branch, budget)
     selector.set_hard_masks(masks)
     if not ok:
-        log.warning("branch at R=%d keeps one filter per layer and still exceeds the extra-params budget (%d params)",
-                    branch.position, budget)
+        log.warning(
+            "branch at R=%d keeps one filter per layer and still exceeds the extra-params budget (%d params)",
+            branch.position,
+            budget,
+        )
     return ok
 
 

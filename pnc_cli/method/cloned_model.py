@@ -100,13 +100,17 @@ def new_branch(
         head.weight.copy_(src_head.weight[class_index])
         head.bias.copy_(src_head.bias[class_index])
     adapter = build_adapter(t_shapes[position], s_shapes[rs])
-    return Branch(adapter=adapter, module=module, head=head, position=position, source_position=rs, classes=classes)
+    return Branch(
+        adapter=adapter, module=module, head=head, position=position, source_position=rs, classes=classes
+    )
 
 
 class ClonedModel(nn.Module):
     """The target (frozen, not a child module) with branches whose logits are appended in order."""
 
-    def __init__(self, target: Network, target_classes: list[str], branches: dict[str, Branch] | None = None) -> None:
+    def __init__(
+        self, target: Network, target_classes: list[str], branches: dict[str, Branch] | None = None
+    ) -> None:
         super().__init__()
         self.target = target
         self.target_classes = list(target_classes)

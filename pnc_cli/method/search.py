@@ -86,13 +86,25 @@ def search_positions(
         start = time.perf_counter()
         branch = make_branch(pos).to(device)
         cloned = ClonedModel(target, target_classes, {**(existing or {}), name: branch})
-        result = train_branch(cloned, name, source, train[0], train[1], local, config, device=device, progress=progress)
+        result = train_branch(
+            cloned, name, source, train[0], train[1], local, config, device=device, progress=progress
+        )
         m = {"ori_acc": float("nan"), "tar_acc": float("nan"), "avg_acc": float("nan")}
         if val is not None and len(val[1]):
             pred = predict_logits(cloned, val[0], device=device).argmax(1)
             m.update(cloning_metrics(pred, val[1], len(cloned.classes) - len(branch.classes)))
-        scores.append(PositionScore(pos, branch.source_position, result.final_loss, m["ori_acc"], m["tar_acc"],
-                                    m["avg_acc"], result.kept_fraction, time.perf_counter() - start))
+        scores.append(
+            PositionScore(
+                pos,
+                branch.source_position,
+                result.final_loss,
+                m["ori_acc"],
+                m["tar_acc"],
+                m["avg_acc"],
+                result.kept_fraction,
+                time.perf_counter() - start,
+            )
+        )
         best = choose(scores, config.select_by)
         kept = {scores[best].position: (branch, result)} if scores[best].position == pos else kept
     best = choose(scores, config.select_by)

@@ -101,7 +101,9 @@ class ChannelSelector(nn.Module):
                 for n, m in layers.items()
             }
         )
-        self._row_cost = {n: float(m.weight[0].numel() + (1 if m.bias is not None else 0)) for n, m in layers.items()}
+        self._row_cost = {
+            n: float(m.weight[0].numel() + (1 if m.bias is not None else 0)) for n, m in layers.items()
+        }
         self._hard: dict[str, torch.Tensor] | None = None
         self._handles: list[RemovableHandle] = []
         for name, layer in layers.items():
@@ -140,7 +142,9 @@ class ChannelSelector(nn.Module):
             return torch.cat(masks).mean()
         if weighting != "params":
             raise ConfigError(f"unknown mask penalty weighting {weighting!r}; use channels or params")
-        kept = sum((m.sum() * self._row_cost[n] for n, m in zip(self.names, masks, strict=True)), torch.zeros(()))
+        kept = sum(
+            (m.sum() * self._row_cost[n] for n, m in zip(self.names, masks, strict=True)), torch.zeros(())
+        )
         total = sum(self._row_cost[n] * m.numel() for n, m in zip(self.names, masks, strict=True))
         return kept / total
 
@@ -269,7 +273,9 @@ def _sliced_keys(masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def zero_inputs(module: nn.Module, masks: Mapping[str, torch.Tensor], in_shape: Sequence[int]) -> dict[str, torch.Tensor]:
+def zero_inputs(
+    module: nn.Module, masks: Mapping[str, torch.Tensor], in_shape: Sequence[int]
+) -> dict[str, torch.Tensor]:
     """Input columns of each layer that are zero for every input once the masked filters are dropped.
 
     Structural, weight-free analysis: a copy of the module whose every parameter, buffer and input is
@@ -293,7 +299,9 @@ def zero_inputs(module: nn.Module, masks: Mapping[str, torch.Tensor], in_shape: 
             keep = masks[name].to(torch.bool).flatten()
             handles.append(layer.register_forward_hook(_ProbeHook(keep, isinstance(layer, nn.Linear))))
         if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1):
-            handles.append(layer.register_forward_pre_hook(_record_input(seen, name, isinstance(layer, nn.Linear))))
+            handles.append(
+                layer.register_forward_pre_hook(_record_input(seen, name, isinstance(layer, nn.Linear)))
+            )
     try:
         with torch.no_grad():
             x = torch.full((1, *in_shape), float("nan"))
@@ -322,7 +330,9 @@ def _record_input(seen: dict[str, torch.Tensor], name: str, linear: bool) -> Cal
     def hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0]
         zero = x == 0
-        seen[name] = zero.reshape(-1, x.shape[-1]).all(0) if linear else zero.transpose(0, 1).flatten(1).all(1)
+        seen[name] = (
+            zero.reshape(-1, x.shape[-1]).all(0) if linear else zero.transpose(0, 1).flatten(1).all(1)
+        )
 
     return hook
 
@@ -390,7 +400,9 @@ def unslice_state(
         if keep_in is not None:
             want[1] = int(keep_in.sum())
         if list(part.shape) != want:
-            raise IncompatibleError(f"sliced tensor {key!r} has shape {list(part.shape)}, expected {want} for its mask")
+            raise IncompatibleError(
+                f"sliced tensor {key!r} has shape {list(part.shape)}, expected {want} for its mask"
+            )
         rows_full = torch.zeros((want[0], *shape[1:]), dtype=part.dtype, device=part.device)
         if keep_in is not None:
             rows_full[:, keep_in.to(part.device)] = part

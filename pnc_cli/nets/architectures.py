@@ -60,7 +60,9 @@ def _pool_flatten() -> list[nn.Module]:
     return [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
 
 
-@register_architecture("lenet5", num_blocks=3, description="LeNet-5 (conv6-conv16-fc120-fc84)", default_input_size=28)
+@register_architecture(
+    "lenet5", num_blocks=3, description="LeNet-5 (conv6-conv16-fc120-fc84)", default_input_size=28
+)
 def lenet5(num_classes: int, in_channels: int, input_size: int) -> Built:
     if input_size < 16:
         raise TypeError(f"lenet5 needs inputs of at least 16 px, got {input_size}")
@@ -68,7 +70,9 @@ def lenet5(num_classes: int, in_channels: int, input_size: int) -> Built:
     blocks = [
         nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)),
         nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2)),
-        nn.Sequential(nn.Flatten(1), nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU()),
+        nn.Sequential(
+            nn.Flatten(1), nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU()
+        ),
     ]
     return _own(BlockClassifier(blocks, nn.Linear(84, num_classes)))
 
@@ -77,7 +81,9 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
-@register_architecture("plaincnn", num_blocks=3, description="plain CNN: 3 conv-BN-ReLU blocks", default_input_size=28)
+@register_architecture(
+    "plaincnn", num_blocks=3, description="plain CNN: 3 conv-BN-ReLU blocks", default_input_size=28
+)
 def plaincnn(num_classes: int, in_channels: int, input_size: int, width: int = 32) -> Built:
     blocks = [
         nn.Sequential(*_conv_bn(in_channels, width), nn.MaxPool2d(2)),
@@ -108,12 +114,16 @@ def _resnet(model: nn.Module, in_channels: int, small: bool) -> Built:
     return m, blocks, m.fc
 
 
-@register_architecture("resnet18", num_blocks=5, description="torchvision ResNet-18 (small stem <= 64 px)", default_input_size=32)
+@register_architecture(
+    "resnet18", num_blocks=5, description="torchvision ResNet-18 (small stem <= 64 px)", default_input_size=32
+)
 def resnet18(num_classes: int, in_channels: int, input_size: int, small_input: bool | None = None) -> Built:
     return _resnet(tv_resnet18(num_classes=num_classes), in_channels, _small(input_size, small_input))
 
 
-@register_architecture("resnet50", num_blocks=5, description="torchvision ResNet-50 (small stem <= 64 px)", default_input_size=32)
+@register_architecture(
+    "resnet50", num_blocks=5, description="torchvision ResNet-50 (small stem <= 64 px)", default_input_size=32
+)
 def resnet50(num_classes: int, in_channels: int, input_size: int, small_input: bool | None = None) -> Built:
     return _resnet(tv_resnet50(num_classes=num_classes), in_channels, _small(input_size, small_input))
 
@@ -136,19 +146,31 @@ def _mobilenet(model: nn.Module, in_channels: int, small: bool, cuts: Sequence[i
 
 
 @register_architecture(
-    "mobilenet_v2", num_blocks=5, description="torchvision MobileNetV2 (blocks end at 16/24/32/96/1280 ch)", default_input_size=32
+    "mobilenet_v2",
+    num_blocks=5,
+    description="torchvision MobileNetV2 (blocks end at 16/24/32/96/1280 ch)",
+    default_input_size=32,
 )
 def mobilenet_v2(
-    num_classes: int, in_channels: int, input_size: int, small_input: bool | None = None, width_mult: float = 1.0
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
+    small_input: bool | None = None,
+    width_mult: float = 1.0,
 ) -> Built:
     model = tv_mobilenet_v2(num_classes=num_classes, width_mult=width_mult)
     return _mobilenet(model, in_channels, _small(input_size, small_input), (2, 4, 7, 14))
 
 
 @register_architecture(
-    "shufflenet_v2_x1_0", num_blocks=5, description="torchvision ShuffleNetV2 1.0x (stem/stage2/3/4/conv5)", default_input_size=32
+    "shufflenet_v2_x1_0",
+    num_blocks=5,
+    description="torchvision ShuffleNetV2 1.0x (stem/stage2/3/4/conv5)",
+    default_input_size=32,
 )
-def shufflenet_v2_x1_0(num_classes: int, in_channels: int, input_size: int, small_input: bool | None = None) -> Built:
+def shufflenet_v2_x1_0(
+    num_classes: int, in_channels: int, input_size: int, small_input: bool | None = None
+) -> Built:
     m: nn.Module = tv_shufflenet_v2_x1_0(num_classes=num_classes)
     small = _small(input_size, small_input)
     if small or in_channels != 3:
@@ -156,7 +178,13 @@ def shufflenet_v2_x1_0(num_classes: int, in_channels: int, input_size: int, smal
         m.conv1[0] = nn.Conv2d(in_channels, out, 3, 1 if small else 2, 1, bias=False)
     if small:
         m.maxpool = nn.Identity()
-    blocks = [nn.Sequential(m.conv1, m.maxpool), m.stage2, m.stage3, m.stage4, nn.Sequential(m.conv5, GlobalMean())]
+    blocks = [
+        nn.Sequential(m.conv1, m.maxpool),
+        m.stage2,
+        m.stage3,
+        m.stage4,
+        nn.Sequential(m.conv5, GlobalMean()),
+    ]
     return m, blocks, m.fc
 
 
@@ -170,7 +198,13 @@ def _basic(cin: int, cout: int, stride: int) -> BasicBlock:
     return BasicBlock(cin, cout, stride, down)
 
 
-@register_architecture("tiny_resnet", num_blocks=5, description="ResNet-like, 8-32 channels (tests)", default_input_size=16, tiny=True)
+@register_architecture(
+    "tiny_resnet",
+    num_blocks=5,
+    description="ResNet-like, 8-32 channels (tests)",
+    default_input_size=16,
+    tiny=True,
+)
 def tiny_resnet(num_classes: int, in_channels: int, input_size: int, width: int = 8) -> Built:
     w = width
     blocks = [
@@ -183,13 +217,25 @@ def tiny_resnet(num_classes: int, in_channels: int, input_size: int, width: int 
     return _own(BlockClassifier(blocks, nn.Linear(4 * w, num_classes)))
 
 
-@register_architecture("tiny_mobilenet", num_blocks=5, description="MobileNetV2 with 5 tiny stages (tests)", default_input_size=16, tiny=True)
+@register_architecture(
+    "tiny_mobilenet",
+    num_blocks=5,
+    description="MobileNetV2 with 5 tiny stages (tests)",
+    default_input_size=16,
+    tiny=True,
+)
 def tiny_mobilenet(num_classes: int, in_channels: int, input_size: int) -> Built:
     setting = [[1, 8, 1, 1], [4, 12, 1, 2], [4, 16, 1, 2], [4, 24, 1, 2], [4, 32, 1, 1]]
     model = MobileNetV2(num_classes=num_classes, inverted_residual_setting=setting)
     return _mobilenet(model, in_channels, True, (2, 3, 4, 5))
 
 
-@register_architecture("tiny_cnn", num_blocks=3, description="plain CNN with 8 channels (tests)", default_input_size=16, tiny=True)
+@register_architecture(
+    "tiny_cnn",
+    num_blocks=3,
+    description="plain CNN with 8 channels (tests)",
+    default_input_size=16,
+    tiny=True,
+)
 def tiny_cnn(num_classes: int, in_channels: int, input_size: int) -> Built:
     return plaincnn(num_classes, in_channels, input_size, width=8)

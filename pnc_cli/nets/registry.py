@@ -64,14 +64,18 @@ def get_architecture(name: str) -> ArchInfo:
     if ":" in name:
         return _custom_architecture(name)
     known = ", ".join(sorted(_REGISTRY))
-    raise UnknownArchitectureError(f"unknown architecture {name!r}; known: {known} (or package.module:function)")
+    raise UnknownArchitectureError(
+        f"unknown architecture {name!r}; known: {known} (or package.module:function)"
+    )
 
 
 def _custom_architecture(name: str) -> ArchInfo:
     """Import ``package.module:function`` from PYTHONPATH or the current directory."""
     module_name, _, fn_name = name.partition(":")
     if not module_name or not fn_name:
-        raise UnknownArchitectureError(f"custom architecture {name!r} must be written package.module:function")
+        raise UnknownArchitectureError(
+            f"custom architecture {name!r} must be written package.module:function"
+        )
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)  # after site-packages: a local file never shadows an installed package

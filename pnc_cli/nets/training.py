@@ -68,7 +68,12 @@ def fit_classifier(
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    module: nn.Module, forward: Forward, images: torch.Tensor, *, batch_size: int = 512, device: torch.device | None = None
+    module: nn.Module,
+    forward: Forward,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 512,
+    device: torch.device | None = None,
 ) -> None:
     """Re-estimate BatchNorm running statistics with the final weights (one pass, cumulative average).
 
@@ -76,7 +81,11 @@ def recalibrate_batchnorm(
     model that is right in train mode can predict one class in eval mode. Only for a network being
     trained from scratch: never call it on a frozen target.
     """
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bns = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if not bns:
         return
     device = device or torch.device("cpu")
@@ -95,7 +104,9 @@ def recalibrate_batchnorm(
 
 
 @torch.no_grad()
-def predict_logits(forward: Forward, images: torch.Tensor, *, batch_size: int = 512, device: torch.device | None = None) -> torch.Tensor:
+def predict_logits(
+    forward: Forward, images: torch.Tensor, *, batch_size: int = 512, device: torch.device | None = None
+) -> torch.Tensor:
     """Logits for all images, in batches, without gradients (caller sets eval mode)."""
     device = device or torch.device("cpu")
     outs = [forward(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)]

@@ -428,16 +428,40 @@ def test_clone_onto_a_cloned_model_trains_against_the_stack(
     delta, merged = tmp_path / "d6.safetensors", tmp_path / "c56.safetensors"
     before = {k: v.clone() for k, v in load_cloned(at_one.merged)[0].state_dict().items()}
     doc = json.loads(
-        ok("clone", "-s", models.source, "-t", at_one.merged, "-c", "6", *FAST, "--position", "1",
-           "-o", delta, "--merged", merged, "--json").stdout
+        ok(
+            "clone",
+            "-s",
+            models.source,
+            "-t",
+            at_one.merged,
+            "-c",
+            "6",
+            *FAST,
+            "--position",
+            "1",
+            "-o",
+            delta,
+            "--merged",
+            merged,
+            "--json",
+        ).stdout
     )
     assert JSON_KEYS <= set(doc) and doc["classes"] == ["6"]
     d = read_delta(delta)
     assert d.info["target"]["sha256"] == load_model(models.target).sha256
     assert d.info["config"]["stacked_on"] == ["clone-5"]
     cloned, _, cf = load_cloned(merged)
-    assert cloned.classes == ["0", "1", "2", "3", "4", "5", "6"] and [x.name for x in cf.deltas] == ["clone-5", "clone-6"]
+    assert cloned.classes == ["0", "1", "2", "3", "4", "5", "6"] and [x.name for x in cf.deltas] == [
+        "clone-5",
+        "clone-6",
+    ]
     after = load_cloned(at_one.merged)[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    res = run("clone", "-s", models.source, "-t", at_one.merged, "-c", "5", *FAST, "-o", tmp_path / "x.safetensors")
-    assert res.exit_code == 2 and "already has class '5'" in res.stderr and not (tmp_path / "x.safetensors").exists()
+    res = run(
+        "clone", "-s", models.source, "-t", at_one.merged, "-c", "5", *FAST, "-o", tmp_path / "x.safetensors"
+    )
+    assert (
+        res.exit_code == 2
+        and "already has class '5'" in res.stderr
+        and not (tmp_path / "x.safetensors").exists()
+    )

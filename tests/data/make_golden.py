@@ -67,13 +67,17 @@ def make_delta(
         masks[layer_name] = keep
     shape = source_net.block_shapes(CHANNELS, SIZE)[position]
     adapter = build_adapter(shape, shape)
-    tensors = {f"adapter.{k}": v + 0.01 * torch.randn(v.shape, generator=g) for k, v in adapter.state_dict().items()}
-    tensors.update({
-        "head.weight": torch.randn(len(classes), 32, generator=g),
-        "head.bias": torch.randn(len(classes), generator=g),
-        "calibration.scale": torch.ones(1),
-        "calibration.bias": torch.zeros(1),
-    })
+    tensors = {
+        f"adapter.{k}": v + 0.01 * torch.randn(v.shape, generator=g) for k, v in adapter.state_dict().items()
+    }
+    tensors.update(
+        {
+            "head.weight": torch.randn(len(classes), 32, generator=g),
+            "head.bias": torch.randn(len(classes), generator=g),
+            "calibration.scale": torch.ones(1),
+            "calibration.bias": torch.zeros(1),
+        }
+    )
     tensors.update({f"mask.{k}": v.to(torch.uint8) for k, v in masks.items()})
     if mode == "offline":
         tensors.update({f"source.{k}": v.clone() for k, v in slice_state(module, masks, shape).items()})

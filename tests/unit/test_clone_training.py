@@ -31,7 +31,9 @@ from pnc_cli.nets.training import predict_logits
 
 torch.set_num_threads(1)
 
-FAST = CloneConfig(epochs=2, finetune_epochs=1, alpha=0.01, beta=0.01, loc_samples=4, loc_masks=4, seed=0)  # every loss term on
+FAST = CloneConfig(
+    epochs=2, finetune_epochs=1, alpha=0.01, beta=0.01, loc_samples=4, loc_masks=4, seed=0
+)  # every loss term on
 SURROGATE = SurrogateConfig(samples=16, masks=16, seed=0)
 
 

@@ -74,7 +74,9 @@ def test_params_penalty_is_the_kept_fraction_of_maskable_parameters() -> None:
     fc1 = layers["1.1"]
     expected = (total - 60 * (fc1.weight.shape[1] + 1)) / total
     assert abs(sel.penalty("params").item() - expected) < 1e-5
-    assert abs(sel.penalty("channels").item() - (1 - 60 / sum(sel.score(n).numel() for n in sel.names))) < 1e-5
+    assert (
+        abs(sel.penalty("channels").item() - (1 - 60 / sum(sel.score(n).numel() for n in sel.names))) < 1e-5
+    )
     sel.remove()
 
 

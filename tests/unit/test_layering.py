@@ -202,7 +202,9 @@ def test_imports_go_down_the_layers() -> None:
             if tgt is None or tgt == m or tgt == PACKAGE:
                 continue
             if area_of(tgt) not in ALLOWED[area_of(m)]:
-                bad.append(f"{p.relative_to(ROOT.parent)}:{imp.line}: {m} ({area_of(m) or 'root'}) imports {tgt}")
+                bad.append(
+                    f"{p.relative_to(ROOT.parent)}:{imp.line}: {m} ({area_of(m) or 'root'}) imports {tgt}"
+                )
     assert not bad, "imports must follow ALLOWED in this file (docs/architecture.md):\n" + "\n".join(bad)
 
 
@@ -263,7 +265,9 @@ def test_graph_sees_known_edges() -> None:
     assert "pnc_cli.core.version" in edges["pnc_cli.io.model_file"]
     assert "pnc_cli.cli.models" in edges["pnc_cli.cli"]  # from . import models
     assert "pnc_cli.api" in edges["pnc_cli.cli.models"]  # from .. import api
-    assert "pnc_cli.core.errors" in edges["pnc_cli.method.adapter"]  # absolute: from pnc_cli.core.errors import ...
+    assert (
+        "pnc_cli.core.errors" in edges["pnc_cli.method.adapter"]
+    )  # absolute: from pnc_cli.core.errors import ...
 
 
 def test_find_cycle_detects_a_cycle() -> None:
