@@ -1,0 +1,164 @@
+"""LogME: the log maximum evidence of labels given features (You et al., ICML 2021; docs/ranking.md).
+
+Layer: method (pure torch). For features ``F [N, D]`` and one target vector ``y [N]`` the model is
+Bayesian linear regression, ``y = F w + ε`` with prior ``w ~ N(0, α⁻¹ I)`` and noise
+``ε ~ N(0, β⁻¹ I)``; the evidence ``p(y | F, α, β) = N(y; 0, β⁻¹ I + α⁻¹ F Fᵀ)`` is maximised over
+``α, β`` by MacKay's fixed-point iteration (the paper's Algorithm 1). With the eigen-decomposition of
+``Fᵀ F`` (one per feature matrix, shared by every class), ``F = U diag(σ) Vᵀ`` and ``z = Uᵀ y``,
+every quantity is a sum over the ``r`` non-zero singular values:
+
+    γ       = Σ_i β σ_i² / (α + β σ_i²)                   (effective number of parameters)
+    ‖m‖²    = Σ_i (β σ_i z_i / (α + β σ_i²))²             (m: posterior mean of w)
+    ‖Fm−y‖² = Σ_i (α z_i / (α + β σ_i²))² + ‖y‖² − ‖z‖²
+    α ← γ / ‖m‖²,   β ← (N − γ) / ‖Fm − y‖²               (until both change by < tol, relative)
+
+(α and β are kept in [1e-10, 1e10]: with N ≤ D the labels can lie in the span of the features and the
+evidence then grows without bound as β → ∞; the bound makes that case finite and comparable.)
+
+and the log evidence at the fixed point is
+
+    L = D/2 log α + N/2 log β − N/2 log 2π − α/2 ‖m‖² − β/2 ‖Fm − y‖²
+        − 1/2 [Σ_i log(α + β σ_i²) + (D − r) log α]
+
+LogME of a labelling with K classes is ``mean_k L(F, onehot_k) / N``. ``prepare`` gives the
+features the clone's ridge head reads (standardised columns, as ``JointSettings.standardize``) and
+centres the targets, which stands for the head's intercept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Evidence", "Spectrum", "class_logme", "log_evidence", "logme", "prepare", "spectrum"]
+
+
+# α and β stay in [_LO, _HI]: when the labels lie in the span of the features (N ≤ D) the evidence can
+# keep growing as β → ∞ (no noise); the bound stops the iteration there with a finite value.
+_LO, _HI, _TINY = 1e-10, 1e10, 1e-300
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """``F = U diag(σ) Vᵀ`` restricted to the non-zero singular values; shared by every target vector."""
+
+    u: torch.Tensor  # [N, r]
+    s2: torch.Tensor  # [r] squared singular values σ_i²
+    n: int
+    d: int
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The maximised evidence of one target vector, per sample, and where it is reached."""
+
+    value: float  # L / N
+    alpha: float
+    beta: float
+    iterations: int
+
+
+def spectrum(features: torch.Tensor, rtol: float = 1e-10) -> Spectrum:
+    """One eigen-decomposition of the smaller Gram matrix of ``features [N, D]`` (float64)."""
+    f = features.to(torch.float64)
+    n, d = f.shape
+    if d <= n:
+        s2, v = torch.linalg.eigh(f.T @ f)
+        keep = s2 > rtol * max(float(s2.max()), 0.0) if d else s2 > 0
+        s2, v = s2[keep], v[:, keep]
+        u = (f @ v) / s2.sqrt()
+    else:
+        s2, u = torch.linalg.eigh(f @ f.T)
+        keep = s2 > rtol * max(float(s2.max()), 0.0)
+        s2, u = s2[keep], u[:, keep]
+    return Spectrum(u, s2.clamp_min(0.0), n, d)
+
+
+def _terms(
+    alpha: float, beta: float, s2: torch.Tensor, z2: torch.Tensor, residual: float
+) -> tuple[float, float, float]:
+    den = alpha + beta * s2
+    gamma = float((beta * s2 / den).sum())
+    m2 = float((beta**2 * s2 * z2 / den**2).sum())
+    e2 = float((alpha**2 * z2 / den**2).sum()) + residual
+    return gamma, m2, e2
+
+
+def log_evidence(spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-8, max_iter: int = 1000) -> Evidence:
+    """Maximise the evidence of ``y [N]`` over ``α, β`` by the fixed-point iteration (module docstring).
+
+    Raises:
+        ValueError: ``y`` is constant zero (nothing to explain) or has another length than ``N``.
+    """
+    y = y.to(torch.float64).flatten()
+    if y.numel() != spec.n:
+        raise ValueError(f"{y.numel()} targets for {spec.n} feature rows")
+    yy = float(y @ y)
+    if yy <= 0:
+        raise ValueError("the target vector is zero: no evidence to measure")
+    z = spec.u.T @ y
+    z2 = z * z
+    residual = max(yy - float(z2.sum()), 0.0)
+    n, d, s2 = spec.n, spec.d, spec.s2
+    alpha, beta = 1.0, 1.0
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
+        gamma, m2, e2 = _terms(alpha, beta, s2, z2, residual)
+        new_alpha = min(max(gamma / max(m2, _TINY), _LO), _HI)
+        new_beta = min(max((n - gamma) / max(e2, _TINY), _LO), _HI)
+        done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
+        alpha, beta = new_alpha, new_beta
+        if done:
+            break
+    _, m2, e2 = _terms(alpha, beta, s2, z2, residual)
+    logdet = float(torch.log(alpha + beta * s2).sum()) + (d - len(s2)) * math.log(alpha)
+    value = (
+        d / 2 * math.log(alpha)
+        + n / 2 * math.log(beta)
+        - n / 2 * math.log(2 * math.pi)
+        - alpha / 2 * m2
+        - beta / 2 * e2
+        - logdet / 2
+    )
+    return Evidence(value / n, alpha, beta, iterations)
+
+
+def prepare(features: torch.Tensor) -> torch.Tensor:
+    """Columns standardised to zero mean and unit variance (constant columns dropped), float64: the
+    features the ridge head is fitted on."""
+    f = features.to(torch.float64)
+    f = f - f.mean(0)
+    sd = f.std(0, unbiased=False)
+    keep = sd > 1e-12 * max(float(sd.max()), 1.0) if f.shape[1] else sd > 0
+    return f[:, keep] / sd[keep]
+
+
+def class_logme(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, center: bool = True
+) -> list[float | None]:
+    """LogME per class (``L / N`` of the one-hot column of each class); None for a class whose column is
+    constant (no sample of it, or only samples of it). ``center`` subtracts each column's mean (the
+    head's intercept); ``features`` are used as given (see ``prepare``)."""
+    spec = spectrum(features)
+    out: list[float | None] = []
+    for k in range(num_classes):
+        y = (labels == k).to(torch.float64)
+        if center:
+            y = y - y.mean()
+        out.append(None if float(y @ y) <= 1e-12 else log_evidence(spec, y).value)
+    return out
+
+
+def logme(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, center: bool = True) -> float:
+    """LogME of integer ``labels [N]`` given ``features [N, D]``: the mean over classes of ``class_logme``.
+
+    Raises:
+        ValueError: no class has a non-constant one-hot column.
+    """
+    values = [v for v in class_logme(features, labels, num_classes, center=center) if v is not None]
+    if not values:
+        raise ValueError("LogME needs at least two classes among the labels")
+    return sum(values) / len(values)
