@@ -133,20 +133,14 @@ def materialize(delta: DeltaFile, source: LoadedModel) -> DeltaFile:
     return DeltaFile(delta.name, tensors, info)
 
 
-def apply_delta(
-    *,
+def assemble(
     target: str | Path,
     deltas: Sequence[str | Path],
-    sources: Sequence[str | Path] = (),
+    sources: Sequence[str | Path],
     output: str | Path,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Write a cloned model: the target (or a cloned model) plus the given deltas, in order.
-
-    Raises:
-        IncompatibleError: a delta made for another target, a reused delta name or class (exit 4).
-        UsageError: an online delta without its ``sources`` file; an unreadable file (exit 2).
-    """
+    force: bool,
+) -> tuple[Path, ClonedFile, str, list[DeltaFile]]:
+    """Everything ``apply_delta`` checks and builds, without writing: (output, cloned, target sha, added)."""
     if not deltas:
         raise UsageError("give at least one delta file (--delta)")
     out = check_output(output, force=force, inputs=[target, *deltas, *sources])
@@ -171,6 +165,24 @@ def apply_delta(
         names.add(delta.name)
         classes += delta.classes
     cloned = replace(base, deltas=[*base.deltas, *added])
+    return out, cloned, target_sha, added
+
+
+def apply_delta(
+    *,
+    target: str | Path,
+    deltas: Sequence[str | Path],
+    sources: Sequence[str | Path] = (),
+    output: str | Path,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Write a cloned model: the target (or a cloned model) plus the given deltas, in order.
+
+    Raises:
+        IncompatibleError: a delta made for another target, a reused delta name or class (exit 4).
+        UsageError: an online delta without its ``sources`` file; an unreadable file (exit 2).
+    """
+    out, cloned, target_sha, added = assemble(target, deltas, sources, output, force)
     sha = write_cloned(out, cloned, force=force)
     extra = sum(d.num_params for d in cloned.deltas)
     return {
@@ -212,19 +224,14 @@ def _restore(cloned: ClonedFile, out: Path, force: bool) -> dict[str, Any]:
     }
 
 
-def remove_delta(
-    *,
+def select_removal(
     cloned: str | Path,
     output: str | Path,
-    names: Sequence[str] | None = None,
-    all: bool = False,  # noqa: A002  (mirrors --all)
-    force: bool = False,
-) -> dict[str, Any]:
-    """Strip deltas from a cloned model; with none left, write the original target back and verify it.
-
-    Without ``names`` every delta is removed. Raises UsageError for a file without deltas or an unknown
-    name (exit 2) and VerificationError when the restored target differs from the recorded hashes (exit 3).
-    """
+    names: Sequence[str] | None,
+    all: bool,
+    force: bool,  # noqa: A002
+) -> tuple[Path, ClonedFile, list[str], list[DeltaFile]]:
+    """What ``remove_delta`` would do, checked, without writing: (output, model, removed names, kept)."""
     if names and all:
         raise UsageError("give --delta NAME or --all, not both")
     out = check_output(output, force=force, inputs=[cloned])
@@ -241,6 +248,44 @@ def remove_delta(
     if unknown:
         raise UsageError(f"{cloned}: no delta named {', '.join(unknown)}; it has {', '.join(present)}")
     keep = [d for d in model.deltas if d.name not in drop]
+    return out, model, drop, keep
+
+
+def check_verifiable(model: ClonedFile, keep: Sequence[DeltaFile], cloned: str | Path) -> None:
+    """Byte-identity of the restored target can be proven: no delta stays and the original file's
+    sha256 is recorded (the target was written by pnc). VerificationError (exit 3) otherwise."""
+    if keep:
+        raise VerificationError(
+            f"{cloned}: {len(keep)} delta(s) would remain ({', '.join(d.name for d in keep)}); "
+            "the result would not be the original target; nothing written"
+        )
+    if not model.target_file_sha256:
+        raise VerificationError(
+            f"{cloned}: the original target file's sha256 is not recorded (it was not written by pnc), "
+            "so byte identity cannot be verified; nothing written"
+        )
+
+
+def remove_delta(
+    *,
+    cloned: str | Path,
+    output: str | Path,
+    names: Sequence[str] | None = None,
+    all: bool = False,  # noqa: A002  (mirrors --all)
+    force: bool = False,
+    verify: bool = False,
+) -> dict[str, Any]:
+    """Strip deltas from a cloned model; with none left, write the original target back and verify it.
+
+    ``verify``: refuse (VerificationError, nothing written) unless the result will be byte-identical
+    to the original target file (every delta removed and the original's file sha256 recorded).
+
+    Without ``names`` every delta is removed. Raises UsageError for a file without deltas or an unknown
+    name (exit 2) and VerificationError when the restored target differs from the recorded hashes (exit 3).
+    """
+    out, model, drop, keep = select_removal(cloned, output, names, all, force)
+    if verify:
+        check_verifiable(model, keep, cloned)
     doc: dict[str, Any] = {"output": str(out), "removed": drop, "remaining": [d.name for d in keep]}
     if keep:
         rest = replace(model, deltas=keep)

@@ -1,7 +1,8 @@
 """The ``pnc`` command line (Typer). Layer L5: the only layer that imports typer or rich.
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage/bad input, 3 verification failed, 4 incompatible
-checkpoint, 130 interrupted (docs/errors.md).
+Exit codes: 0 ok, 1 runtime failure, 2 usage/bad input, 3 verification or gate failed, 4 incompatible
+checkpoint, 130 interrupted (docs/errors.md). Importing this package imports no torch: the command
+modules import the api inside their functions, so ``pnc --version``, ``--help`` and completion are fast.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ app = typer.Typer(
     name="pnc",
     help="Partial Network Cloning: add a source classifier's classes to a frozen target as a removable delta.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_show_locals=False,
     cls=OneLineErrorGroup,
 )

@@ -1,4 +1,6 @@
-"""Options shared by every command and the error edge that maps exceptions to exit codes.
+"""The error edge that maps exceptions to exit codes, and the one-line usage errors of the group.
+
+The shared options themselves are declared in options.py.
 
 Layer L5.
 """
@@ -9,25 +11,15 @@ import functools
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
-from ..core.config import DEFAULT_SEED
 from ..core.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, PncError
 from . import _console as console
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in outputs).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
-SplitSeedOpt = Annotated[
-    int, typer.Option("--split-seed", help="Seed of the train/test split (same in every command).")
-]
 
 # Click's exception classes as Typer raises them (recent Typer vendors its own copy of Click, so
 # ``import click`` would name different classes); found through a public Typer class.
@@ -36,17 +28,12 @@ ClickException: type[Exception] = next(
 )
 _NoArgsIsHelp: Any = getattr(sys.modules[ClickException.__module__], "NoArgsIsHelpError", ())
 
-DEFAULT_DEVICE = "auto"
-SEED = DEFAULT_SEED
-
 
 def handle_errors(fn: F) -> F:
     """Run a command body: PncError → one line on stderr + its exit code; Ctrl-C → 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        quiet = bool(kwargs.get("quiet", False))
-        console.setup_logging(quiet)
         try:
             return fn(*args, **kwargs)
         except PncError as exc:
@@ -93,7 +80,3 @@ class OneLineErrorGroup(TyperGroup):
             console.error("interrupted; nothing was written")
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def progress(quiet: bool) -> console.RichProgress:
-    return console.RichProgress(enabled=not quiet)

@@ -1,6 +1,8 @@
 """Commands ``pnc clone`` and ``pnc search`` (method spec §3-5).
 
-Layer L5: options → CloneConfig → ``pnc_cli.api.cloning`` → table or --json.
+Layer L5: options → CloneConfig → ``pnc_cli.api.cloning`` → table or --json. The options the two
+commands share (inputs, training) are declared once below and offered to both by ``option_group``;
+their defaults are read from ``CloneConfig()``.
 """
 
 from __future__ import annotations
@@ -10,72 +12,135 @@ from typing import Annotated, Any
 
 import typer
 
-from ..api import cloning
 from ..core.config import CloneConfig
 from . import _console as console
-from ._common import (
-    DEFAULT_DEVICE,
-    SEED,
-    DeviceOpt,
-    ForceOpt,
-    JsonOpt,
-    QuietOpt,
-    SeedOpt,
-    SplitSeedOpt,
-    handle_errors,
-    progress,
-)
+from .options import Run, examples, option_group, param, shared
 
 D = CloneConfig()
-SourceOpt = Annotated[
-    Path, typer.Option("--source", "-s", help="Source model (.safetensors) that knows the classes.")
-]
-TargetOpt = Annotated[
-    Path, typer.Option("--target", "-t", help="Target model (.safetensors); never modified.")
-]
-ClassesOpt = Annotated[
-    str, typer.Option("--classes", "-c", help="Source classes to clone, e.g. 5 or 5,7 or 5-6.")
-]
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--data", "-d", help="Data with the cloned classes (default: the source's recorded training data)."
+
+INPUTS = [
+    param(
+        "source",
+        Annotated[
+            Path, typer.Option("--source", "-s", help="Source model (.safetensors) that knows the classes.")
+        ],
+    ),
+    param(
+        "target",
+        Annotated[
+            Path,
+            typer.Option(
+                "--target", "-t", help="Target model (.safetensors); never modified; - reads stdin."
+            ),
+        ],
+    ),
+    param(
+        "classes",
+        Annotated[
+            str, typer.Option("--classes", "-c", help="Source classes to clone, e.g. 5 or 5,7 or 5-6.")
+        ],
+    ),
+    param(
+        "output",
+        Annotated[Path, typer.Option("--output", "-o", help="Output file; - writes it to stdout.")],
+    ),
+    param(
+        "data",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--data",
+                "-d",
+                help="Data with the cloned classes (default: the source's recorded training data).",
+            ),
+        ],
+        None,
+    ),
+    param(
+        "target_data",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--target-data",
+                help="Target-domain data, pseudo-labelled by the target (default: its recorded training data).",
+            ),
+        ],
+        None,
+    ),
+    param(
+        "surrogate",
+        Annotated[
+            Path | None, typer.Option(help="Precomputed local model set of the source (pnc surrogate).")
+        ],
+        None,
+    ),
+    param(
+        "rename",
+        Annotated[
+            list[str] | None,
+            typer.Option(help="Rename a cloned class OLD=NEW (needed when the target has that name)."),
+        ],
+        None,
     ),
 ]
-TargetDataOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--target-data",
-        help="Target-domain data, pseudo-labelled by the target (default: its recorded training data).",
+
+TRAINING = [
+    param(
+        "fraction",
+        Annotated[float, typer.Option(help="Fraction of the training data used (seed Table 1 'Data Size').")],
+        D.fraction,
+    ),
+    param("epochs", Annotated[int, typer.Option(help="Epochs per position.")], D.epochs),
+    param(
+        "select_by",
+        Annotated[str, typer.Option(help="Choose R* by 'loss' (seed) or 'val_acc'.")],
+        D.select_by,
+    ),
+    param("alpha", Annotated[float, typer.Option(help="Weight of L_loc.")], D.alpha),
+    param("beta", Annotated[float, typer.Option(help="Weight of L_ins.")], D.beta),
+    param("gamma", Annotated[float, typer.Option(help="Weight of the mask L1 penalty.")], D.gamma),
+    param("lr", Annotated[float, typer.Option(help="Learning rate of adapter and head.")], D.lr),
+    param(
+        "max_extra",
+        Annotated[
+            float,
+            typer.Option(help="Size budget: delta params / target params after pruning (0: no budget)."),
+        ],
+        D.max_extra_ratio or 0.0,
     ),
 ]
-FractionOpt = Annotated[
-    float, typer.Option(help="Fraction of the training data used (seed Table 1 'Data Size').")
-]
-EpochsOpt = Annotated[int, typer.Option(help="Epochs per position.")]
-PositionOpt = Annotated[str, typer.Option(help="'auto' (search every block boundary) or a block index R.")]
-SelectOpt = Annotated[str, typer.Option(help="Choose R* by 'loss' (seed) or 'val_acc'.")]
-AlphaOpt = Annotated[float, typer.Option(help="Weight of L_loc.")]
-BetaOpt = Annotated[float, typer.Option(help="Weight of L_ins.")]
-GammaOpt = Annotated[float, typer.Option(help="Weight of the mask L1 penalty.")]
-LrOpt = Annotated[float, typer.Option(help="Learning rate of adapter and head.")]
-MaxExtraOpt = Annotated[
-    float, typer.Option(help="Size budget: delta params / target params after pruning (0: no budget).")
-]
-RenameOpt = Annotated[
-    list[str] | None,
-    typer.Option(help="Rename a cloned class OLD=NEW (needed when the target has that name)."),
-]
-OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output file.")]
+
+
+def _config(training: dict[str, Any], seed: int) -> CloneConfig:
+    values = dict(training)
+    values["max_extra_ratio"] = values.pop("max_extra") or None
+    return CloneConfig(seed=seed, **values)
+
+
+def _inputs(run: Run, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The api's keyword arguments for the shared inputs, with ``-`` resolved (none for a dry run's output)."""
+    out = dict(inputs)
+    out["target"] = run.input(inputs["target"])
+    out["output"] = inputs["output"] if run.dry_run else run.output(inputs["output"])
+    return out
 
 
 def register(app: typer.Typer) -> None:
-    app.command("clone")(clone)
-    app.command("search")(search)
-
-
-def _config(**kw: Any) -> CloneConfig:
-    return CloneConfig(**kw)
+    app.command(
+        "clone",
+        epilog=examples(
+            "pnc clone -s source.safetensors -t target.safetensors -c 5 -o delta.safetensors",
+            "pnc clone -s source.safetensors -t target.safetensors -c 5-6 -o delta.safetensors --dry-run",
+            "pnc clone -s source.safetensors -t target.safetensors -c 5 -o delta.safetensors --merged cloned.safetensors",
+        ),
+    )(clone)
+    app.command(
+        "search",
+        epilog=examples(
+            "pnc search -s source.safetensors -t target.safetensors -c 5 -o search.safetensors",
+            "pnc clone -s source.safetensors -t target.safetensors -c 5 --search search.safetensors -o delta.safetensors",
+        ),
+    )(search)
 
 
 def _render(doc: dict[str, Any], title: str) -> None:
@@ -116,26 +181,20 @@ def _render(doc: dict[str, Any], title: str) -> None:
     )
 
 
-@handle_errors
+def _render_plan(doc: dict[str, Any]) -> None:
+    console.key_values(f"dry run: {doc['command']} (nothing trained or written)", list(doc.items()))
+
+
+@shared("seed", "device", "force", "split_seed", "dry_run")
+@option_group("training", TRAINING)
+@option_group("inputs", INPUTS)
 def clone(
-    source: SourceOpt,
-    target: TargetOpt,
-    classes: ClassesOpt,
-    output: OutOpt,
-    data: DataOpt = None,
-    target_data: TargetDataOpt = None,
-    fraction: FractionOpt = D.fraction,
-    position: PositionOpt = "auto",
-    epochs: EpochsOpt = D.epochs,
-    select_by: SelectOpt = D.select_by,
-    alpha: AlphaOpt = D.alpha,
-    beta: BetaOpt = D.beta,
-    gamma: GammaOpt = D.gamma,
-    lr: LrOpt = D.lr,
-    max_extra: MaxExtraOpt = D.max_extra_ratio or 0.0,
-    surrogate: Annotated[
-        Path | None, typer.Option(help="Precomputed local model set of the source (pnc surrogate).")
-    ] = None,
+    run: Run,
+    inputs: dict[str, Any],
+    training: dict[str, Any],
+    position: Annotated[
+        str, typer.Option(help="'auto' (search every block boundary) or a block index R.")
+    ] = "auto",
     search_file: Annotated[
         Path | None,
         typer.Option("--search", help="Finish from a pnc search output instead of searching again."),
@@ -143,118 +202,62 @@ def clone(
     link_source: Annotated[
         bool, typer.Option(help="Online delta: store no source weights, only the source's sha256.")
     ] = False,
-    rename: RenameOpt = None,
     name: Annotated[str | None, typer.Option(help="Delta name (default clone-<classes>).")] = None,
     merged: Annotated[
         Path | None, typer.Option(help="Also write the cloned model (target + delta) here.")
     ] = None,
-    split_seed: SplitSeedOpt = 0,
-    force: ForceOpt = False,
-    json_out: JsonOpt = False,
-    seed: SeedOpt = SEED,
-    device: DeviceOpt = DEFAULT_DEVICE,
-    quiet: QuietOpt = False,
 ) -> None:
     """Clone source classes into the target as a removable delta (adapter + filter mask + head)."""
-    config = _config(
-        epochs=epochs,
-        fraction=fraction,
-        select_by=select_by,
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        lr=lr,
-        max_extra_ratio=max_extra or None,
-        seed=seed,
-    )
-    doc = cloning.clone(
-        source=source,
-        target=target,
-        classes=classes,
-        output=output,
-        data=data,
-        target_data=target_data,
-        position=position,
-        config=config,
-        surrogate=surrogate,
-        search=search_file,
-        link_source=link_source,
-        rename=rename,
-        name=name,
-        merged=merged,
-        split_seed=split_seed,
-        force=force,
-        device=device,
-        progress=progress(quiet),
-    )
-    if json_out:
-        console.print_json(doc)
+    config = _config(training, run.seed)
+    common = {
+        **_inputs(run, inputs),
+        "position": position,
+        "config": config,
+        "search": search_file,
+        "merged": merged,
+        "split_seed": run.split_seed,
+        "force": run.force,
+        "device": run.device,
+    }
+    if run.dry_run:
+        from ..api import plans
+
+        run.emit(plans.plan_clone(**common), _render_plan)
         return
-    _render(doc, f"cloned {','.join(doc['classes'])} → {doc['output']} (held-out test split)")
+    from ..api import cloning
+
+    doc = cloning.clone(**common, link_source=link_source, name=name, progress=run.progress())
+    run.emit(
+        doc, lambda d: _render(d, f"cloned {','.join(d['classes'])} → {d['output']} (held-out test split)")
+    )
 
 
-@handle_errors
+@shared("seed", "device", "force", "split_seed")
+@option_group("training", TRAINING)
+@option_group("inputs", INPUTS)
 def search(
-    source: SourceOpt,
-    target: TargetOpt,
-    classes: ClassesOpt,
-    output: OutOpt,
-    data: DataOpt = None,
-    target_data: TargetDataOpt = None,
-    fraction: FractionOpt = D.fraction,
-    epochs: EpochsOpt = D.epochs,
-    select_by: SelectOpt = D.select_by,
-    alpha: AlphaOpt = D.alpha,
-    beta: BetaOpt = D.beta,
-    gamma: GammaOpt = D.gamma,
-    lr: LrOpt = D.lr,
-    max_extra: MaxExtraOpt = D.max_extra_ratio or 0.0,
-    surrogate: Annotated[
-        Path | None, typer.Option(help="Precomputed local model set of the source (pnc surrogate).")
-    ] = None,
+    run: Run,
+    inputs: dict[str, Any],
+    training: dict[str, Any],
     plot: Annotated[
         Path | None, typer.Option(help="Also write the loss/accuracy curve as a PNG (plot extra).")
     ] = None,
-    rename: RenameOpt = None,
-    split_seed: SplitSeedOpt = 0,
-    force: ForceOpt = False,
-    json_out: JsonOpt = False,
-    seed: SeedOpt = SEED,
-    device: DeviceOpt = DEFAULT_DEVICE,
-    quiet: QuietOpt = False,
 ) -> None:
     """Train a branch at every block boundary and report the loss per insertion position; keep R*'s branch."""
-    config = _config(
-        epochs=epochs,
-        fraction=fraction,
-        select_by=select_by,
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        lr=lr,
-        max_extra_ratio=max_extra or None,
-        seed=seed,
-    )
+    from ..api import cloning
+
     doc = cloning.search(
-        source=source,
-        target=target,
-        classes=classes,
-        output=output,
-        data=data,
-        target_data=target_data,
-        config=config,
-        surrogate=surrogate,
+        **_inputs(run, inputs),
+        config=_config(training, run.seed),
         plot=plot,
-        rename=rename,
-        split_seed=split_seed,
-        force=force,
-        device=device,
-        progress=progress(quiet),
+        split_seed=run.split_seed,
+        force=run.force,
+        device=run.device,
+        progress=run.progress(),
     )
-    if json_out:
-        console.print_json(doc)
-        return
-    _render(
+    run.emit(
         doc,
-        f"search → {doc['output']} (R* = {doc['position']}; finish with pnc clone --search {doc['output']})",
+        lambda d: _render(
+            d, f"search → {d['output']} (R* = {d['position']}; finish with pnc clone --search {d['output']})"
+        ),
     )

@@ -11,29 +11,23 @@ from typing import Annotated, Any
 
 import typer
 
-from ..api import ranking
 from ..core.config import CloneConfig, SurrogateConfig
 from ..core.errors import UsageError
-from ..method.ranking import COLUMN_MODES, SCORE_MODES
 from . import _console as console
-from ._common import (
-    DEFAULT_DEVICE,
-    SEED,
-    DeviceOpt,
-    ForceOpt,
-    JsonOpt,
-    QuietOpt,
-    SeedOpt,
-    SplitSeedOpt,
-    handle_errors,
-    progress,
-)
+from .options import Run, examples, shared
 
 S = SurrogateConfig()
 
 
 def register(app: typer.Typer) -> None:
-    app.command("rank-sources")(rank_sources)
+    app.command(
+        "rank-sources",
+        epilog=examples(
+            "pnc rank-sources source-*.safetensors -t target.safetensors -c 5 -d digits",
+            "pnc rank-sources a.safetensors b.safetensors -t target.safetensors -c 5 -d digits "
+            "--clone-best -o delta.safetensors --dry-run",
+        ),
+    )(rank_sources)
 
 
 def _render(doc: dict[str, Any]) -> None:
@@ -58,8 +52,9 @@ def _render(doc: dict[str, Any]) -> None:
     console.table(title, header, rows)
 
 
-@handle_errors
+@shared("seed", "device", "force", "split_seed", "dry_run", "tsv")
 def rank_sources(
+    run: Run,
     sources: Annotated[
         list[Path], typer.Argument(help="Candidate source models (.safetensors).", show_default=False)
     ],
@@ -103,14 +98,12 @@ def rank_sources(
     clone_epochs: Annotated[
         int, typer.Option(help="--clone-best: epochs per position.")
     ] = CloneConfig.epochs,
-    split_seed: SplitSeedOpt = 0,
-    force: ForceOpt = False,
-    json_out: JsonOpt = False,
-    seed: SeedOpt = SEED,
-    device: DeviceOpt = DEFAULT_DEVICE,
-    quiet: QuietOpt = False,
 ) -> None:
     """Rank candidate sources for cloning classes into a target by local-model-set similarity (seed Eq. 7)."""
+    from ..api import ranking
+    from ..method.ranking import COLUMN_MODES, SCORE_MODES
+
+    seed, device, split_seed, force, quiet = run.seed, run.device, run.split_seed, run.force, run.quiet
     if columns not in COLUMN_MODES:
         raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
     if score not in SCORE_MODES:
@@ -132,8 +125,20 @@ def rank_sources(
         "columns": columns,
         "score": score,
         "device": device,
-        "progress": progress(quiet),
     }
+    if run.dry_run:
+        from ..api import plans
+
+        del common["columns"], common["score"]
+        plan = plans.plan_rank(**common, output=output, force=force)
+        run.emit(
+            plan,
+            lambda d: console.key_values(
+                "dry run: rank-sources (nothing computed or written)", list(d.items())
+            ),
+        )
+        return
+    common["progress"] = run.progress()
     if clone_best:
         assert output is not None
         clone_kwargs = {
@@ -144,9 +149,8 @@ def rank_sources(
         doc = ranking.rank_and_clone(output=output, force=force, clone_kwargs=clone_kwargs, **common)
     else:
         doc = ranking.rank_sources(**common)
-    if json_out:
-        console.print_json(doc)
-    else:
+
+    def render(doc: dict[str, Any]) -> None:
         _render(doc)
         if "clone" in doc:
             c = doc["clone"]
@@ -160,6 +164,8 @@ def rank_sources(
                     ("seconds", f"{c['seconds']:.1f}"),
                 ],
             )
+
+    run.emit(doc, render)
     if doc["failed"]:
         console.note(f"{doc['failed']} source(s) ineligible; see the reasons above", quiet=quiet)
         raise typer.Exit(1)

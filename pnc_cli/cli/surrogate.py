@@ -1,7 +1,7 @@
 """Command ``pnc surrogate``: the local model set G of a model on a sample of data (method spec §2).
 
 Layer L5: options → SurrogateConfig → ``pnc_cli.api.surrogates.compute_surrogate`` → table or --json.
-Numeric options default to None, meaning "the SurrogateConfig default" (the single source of defaults).
+Numeric defaults are read from ``SurrogateConfig()`` (the single source of defaults).
 """
 
 from __future__ import annotations
@@ -11,27 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ..api.surrogates import compute_surrogate
 from ..core.config import SurrogateConfig
 from . import _console as console
-from ._common import (
-    DEFAULT_DEVICE,
-    SEED,
-    DeviceOpt,
-    ForceOpt,
-    JsonOpt,
-    QuietOpt,
-    SeedOpt,
-    SplitSeedOpt,
-    handle_errors,
-    progress,
-)
+from .options import Run, examples, shared
 
 D = SurrogateConfig()
-
-
-def _opt(flag: str, text: str) -> Any:
-    return typer.Option(flag, help=text, show_default=False)
 
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Model file (.safetensors).")]
@@ -41,60 +25,58 @@ DataOpt = Annotated[
 ClassesOpt = Annotated[
     str | None, typer.Option("--classes", "-c", help="Classes of the data to sample (default: all).")
 ]
-OutOpt = Annotated[Path, typer.Option("--output", "-o", help="Output surrogate file (.safetensors).")]
-SamplesOpt = Annotated[int | None, _opt("--samples", f"Samples N of the data [default: {D.samples}].")]
-MasksOpt = Annotated[
-    int | None, _opt("--masks", f"Masks |B| per sample, incl. all-ones [default: {D.masks}].")
+OutOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="Output surrogate file (.safetensors); - writes it to stdout.")
 ]
-GridOpt = Annotated[int | None, _opt("--grid", f"Patches per side H (H² patches) [default: {D.grid}].")]
-RateOpt = Annotated[
-    float | None,
-    _opt("--masking-rate", f"Probability a patch is off, in (0, 1) [default: {D.masking_rate}]."),
-]
-SigmaOpt = Annotated[float | None, _opt("--sigma", f"Kernel width σ of Π_b [default: {D.sigma}].")]
-RidgeOpt = Annotated[float | None, _opt("--ridge", f"Ridge penalty λ on θ [default: {D.ridge}].")]
-BatchOpt = Annotated[
-    int | None, _opt("--batch-size", f"Perturbed images per forward pass [default: {D.batch_size}].")
-]
+SamplesOpt = Annotated[int, typer.Option("--samples", help="Samples N of the data.")]
+MasksOpt = Annotated[int, typer.Option("--masks", help="Masks |B| per sample, incl. all-ones.")]
+GridOpt = Annotated[int, typer.Option("--grid", help="Patches per side H (H² patches).")]
+RateOpt = Annotated[float, typer.Option("--masking-rate", help="Probability a patch is off, in (0, 1).")]
+SigmaOpt = Annotated[float, typer.Option("--sigma", help="Kernel width σ of Π_b.")]
+RidgeOpt = Annotated[float, typer.Option("--ridge", help="Ridge penalty λ on θ.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Perturbed images per forward pass.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="train, test or all.")]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("surrogate")(surrogate)
+    app.command(
+        "surrogate",
+        epilog=examples(
+            "pnc surrogate -m source.safetensors -d digits -c 5 -o source.g.safetensors",
+            "pnc surrogate -m source.safetensors -d digits --samples 20 --masks 50 -o - > g.safetensors",
+        ),
+    )(surrogate)
 
 
 def _config(seed: int, **values: Any) -> SurrogateConfig:
-    return SurrogateConfig(seed=seed, **{k: v for k, v in values.items() if v is not None})
+    return SurrogateConfig(seed=seed, **values)
 
 
-@handle_errors
+@shared("seed", "device", "force", "split_seed")
 def surrogate(
+    run: Run,
     model: ModelOpt,
     data: DataOpt,
     output: OutOpt,
     classes: ClassesOpt = None,
-    samples: SamplesOpt = None,
-    masks: MasksOpt = None,
-    grid: GridOpt = None,
-    masking_rate: RateOpt = None,
-    sigma: SigmaOpt = None,
-    ridge: RidgeOpt = None,
-    batch_size: BatchOpt = None,
+    samples: SamplesOpt = D.samples,
+    masks: MasksOpt = D.masks,
+    grid: GridOpt = D.grid,
+    masking_rate: RateOpt = D.masking_rate,
+    sigma: SigmaOpt = D.sigma,
+    ridge: RidgeOpt = D.ridge,
+    batch_size: BatchOpt = D.batch_size,
     split: SplitOpt = "train",
-    split_seed: SplitSeedOpt = 0,
-    force: ForceOpt = False,
-    json_out: JsonOpt = False,
-    seed: SeedOpt = SEED,
-    device: DeviceOpt = DEFAULT_DEVICE,
-    quiet: QuietOpt = False,
 ) -> None:
     """Fit the local model set G (one linear surrogate per sample, seed Eq. 1-4) and save it.
 
     The masks are drawn from --seed and shared by all samples: files made with the same seed and data
     are comparable across models (rank-sources, clone --surrogate).
     """
+    from ..api.surrogates import compute_surrogate
+
     config = _config(
-        seed,
+        run.seed,
         samples=samples,
         masks=masks,
         grid=grid,
@@ -104,21 +86,22 @@ def surrogate(
         batch_size=batch_size,
     )
     doc = compute_surrogate(
-        model=model,
+        model=run.input(model),
         data=data,
         classes=classes,
         split=split,
-        split_seed=split_seed,
+        split_seed=run.split_seed,
         config=config,
-        output=output,
-        force=force,
-        device=device,
-        progress=progress(quiet),
+        output=run.output(output),
+        force=run.force,
+        device=run.device,
+        progress=run.progress(),
     )
-    if json_out:
-        console.print_json(doc)
-        return
-    console.key_values(
+    run.emit(doc, _render(model))
+
+
+def _render(model: Path) -> Any:
+    return lambda doc: console.key_values(
         f"surrogate of {model} → {doc['output']}",
         [
             ("data", f"{doc['data']} ({doc['split']}, classes {','.join(doc['classes'])})"),

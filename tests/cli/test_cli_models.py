@@ -19,7 +19,10 @@ from safetensors.torch import load_file, save_file
 from pnc_cli import api
 from pnc_cli.core.errors import RuntimeFailure
 
-COMMON = {"--json", "--seed", "--device", "--quiet"}
+COMMON = {"--json", "--quiet", "--log-file", "--debug"}
+# commands that compute with torch take --device; those that draw random numbers take --seed
+USES_DEVICE = {"train", "eval", "predict", "surrogate", "clone", "search", "rank-sources"}
+USES_SEED = {"train", "surrogate", "clone", "search", "rank-sources"}
 
 
 def _one_error_line(stderr: str, *needles: str) -> None:
@@ -34,16 +37,41 @@ def _one_error_line(stderr: str, *needles: str) -> None:
 # --- every command has the common options ------------------------------------------------------------
 
 
-def test_every_command_has_the_common_options() -> None:
+def test_every_command_has_the_common_options_and_only_the_ones_it_uses() -> None:
     from pnc_cli.cli import app
 
     group = typer.main.get_command(app)
-    missing = {}
+    problems = {}
     for name, cmd in group.commands.items():  # type: ignore[attr-defined]
-        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
-        if COMMON - opts:
-            missing[name] = sorted(COMMON - opts)
-    assert not missing, f"commands without the common options: {missing}"
+        opts = {o for p in cmd.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+        want = (
+            COMMON
+            | ({"--device"} if name in USES_DEVICE else set())
+            | ({"--seed"} if name in USES_SEED else set())
+        )
+        missing, extra = want - opts, {"--seed", "--device"} & opts - want
+        if missing or extra:
+            problems[name] = {"missing": sorted(missing), "not used but offered": sorted(extra)}
+    assert not problems, problems
+
+
+def test_every_help_takes_dash_h_and_ends_with_runnable_examples(run_cli) -> None:
+    from pnc_cli.cli import app
+
+    for name in typer.main.get_command(app).commands:  # type: ignore[attr-defined]
+        code, stdout, _ = run_cli(name, "-h")
+        assert code == 0, name
+        tail = stdout[stdout.index("Examples:") :]
+        lines = [ln.strip() for ln in tail.splitlines() if ln.strip().startswith("$ pnc ")]
+        assert 1 <= len(lines) <= 3, (name, tail)
+        assert all(ln.split()[2] == name or ln.split()[1] == "pnc" for ln in lines), lines
+
+
+def test_info_and_list_archs_refuse_seed_and_device(run_cli) -> None:
+    for args in (("info", "x.safetensors", "--device", "cuda"), ("list-archs", "--seed", "1")):
+        code, stdout, stderr = run_cli(*args)
+        assert code == 2 and stdout == ""
+        _one_error_line(stderr, "No such option")
 
 
 def test_help_and_version(run_cli) -> None:
