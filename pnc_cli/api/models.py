@@ -19,6 +19,7 @@ from ..core.config import TrainConfig
 from ..core.device import resolve_device, seed_everything
 from ..core.errors import DataError, UsageError
 from ..core.progress import Progress
+from ..core.trust import no_user_code, trusted_archs
 from ..core.version import __version__
 from ..io.data import BUILTINS, ImageSet, conform, conform_set, load_data, parse_classes, read_raw
 from ..io.delta_file import KIND_CLONED, file_kind
@@ -81,9 +82,30 @@ def train_model(
     device: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train a base classifier on the train split and save it; report test accuracy."""
+    """Train a base classifier on the train split and save it; report test accuracy.
+
+    ``arch`` may be a custom ``package.module:function``: naming it here is what trusts it.
+    """
     config = config or TrainConfig()
     out = check_output(output, force=force, inputs=[data])
+    with trusted_archs(arch):
+        return _train(arch, data, out, classes, config, fraction, split_seed, input_size, arch_kwargs, force, device, progress)
+
+
+def _train(
+    arch: str,
+    data: str,
+    out: Path,
+    classes: str | None,
+    config: TrainConfig,
+    fraction: float,
+    split_seed: int,
+    input_size: int | None,
+    arch_kwargs: dict[str, Any] | None,
+    force: bool,
+    device: str,
+    progress: Progress | None,
+) -> dict[str, Any]:
     get_architecture(arch)
     dev = resolve_device(device)
     train = load_data(data, classes=classes, split="train", fraction=fraction, split_seed=split_seed)
@@ -235,7 +257,15 @@ def predict_images(
 
 
 def file_info(path: str | Path) -> dict[str, Any]:
-    """Header-only summary of any pnc file (model, cloned model, delta, surrogate, search)."""
+    """Header-only summary of any pnc file (model, cloned model, delta, surrogate, search).
+
+    Never imports user code: a custom architecture named in the file is reported, not built.
+    """
+    with no_user_code():
+        return _file_info(path)
+
+
+def _file_info(path: str | Path) -> dict[str, Any]:
     header, meta = read_header(path)
     num_values = sum(math.prod(e.get("shape", [])) for e in header.values())
     info: dict[str, Any] = {
@@ -338,7 +368,7 @@ def _num_params(header: dict[str, Any], meta: dict[str, str], path: str | Path) 
     parameters from buffers; otherwise names ending in BatchNorm buffer names are left out.
     """
     names = set(header)
-    if meta.get("pnc.kind", "model") == "model" and "pnc.arch" in meta:
+    if meta.get("pnc.kind", "model") == "model" and "pnc.arch" in meta and ":" not in meta["pnc.arch"]:
         try:
             net = build_from_spec(ModelSpec.from_metadata(meta, path))
             names = {n for n, _ in net.model.named_parameters()} & set(header)
@@ -372,9 +402,10 @@ def import_model(
     """
     out = check_output(output, force=force, inputs=[file])
     names = parse_classes(classes) or []
-    loaded = load_model(
-        file, arch=arch, classes=names, in_channels=in_channels, input_size=input_size, mean=mean, std=std
-    )
+    with trusted_archs(arch):  # the user names the architecture of the file being imported
+        loaded = load_model(
+            file, arch=arch, classes=names, in_channels=in_channels, input_size=input_size, mean=mean, std=std
+        )
     sha = save_model(out, loaded.network, loaded.spec, force=force)
     return {
         "output": str(out),

@@ -8,7 +8,9 @@ not offered (``info`` has no ``--seed``). Defaults come from one place: the core
 
 Every command gets ``--json``, ``--quiet/-q``, ``--log-file`` and ``--debug``; the rest on request:
 
-    seed device force split_seed dry_run tsv
+    seed device force split_seed dry_run tsv trust_arch
+
+Commands offering ``device`` or ``force`` (those that load models) also get ``--trust-arch``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from ..core.config import DEFAULT_SEED
+from ..core.trust import trusted_archs
 from ._common import handle_errors
 from .streams import Streams
 
@@ -49,6 +52,14 @@ DryRunOpt = Annotated[
         "--dry-run", help="Print the resolved inputs, outputs and expected sizes; train and write nothing."
     ),
 ]
+TrustArchOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-arch",
+        help="Allow importing this custom package.module:function architecture (repeatable; "
+        "or PNC_TRUST_ARCH=a:b,c:d). A file's metadata never imports code on its own.",
+    ),
+]
 TsvOpt = Annotated[bool, typer.Option("--tsv", help="Print tables as tab-separated values.")]
 
 
@@ -68,6 +79,7 @@ SHARED: dict[str, inspect.Parameter] = {
     "split_seed": _param("split_seed", SplitSeedOpt, 0),
     "dry_run": _param("dry_run", DryRunOpt, False),
     "tsv": _param("tsv", TsvOpt, False),
+    "trust_arch": _param("trust_arch", TrustArchOpt, None),
 }
 ALWAYS = ("json", "quiet", "log_file", "debug")
 
@@ -122,7 +134,9 @@ def _split(names: Sequence[str]) -> list[str]:
     unknown = [n for n in names if n not in SHARED]
     if unknown:
         raise ValueError(f"unknown shared options {unknown}; known: {sorted(SHARED)}")
-    return [*ALWAYS, *[n for n in names if n not in ALWAYS]]
+    # Commands that load models (they take --device or --force) may be allowed custom architectures.
+    trust = ["trust_arch"] if {"device", "force"} & set(names) and "trust_arch" not in names else []
+    return [*ALWAYS, *[n for n in names if n not in ALWAYS], *trust]
 
 
 def shared(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -140,10 +154,12 @@ def shared(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             from . import _console as console
 
             values = {py_names[k]: kwargs.pop(k) for k in list(kwargs) if k in py_names}
+            trust = values.pop("trust_arch", None) or []
             run = Run(json=values.pop("json"), **values)
             console.configure(quiet=run.quiet, debug=run.debug, log_file=run.log_file, tsv=run.tsv)
             try:
-                return fn(run=run, **kwargs) if takes_run else fn(**kwargs)
+                with trusted_archs(trust):  # core/trust.py: only these custom architectures may be imported
+                    return fn(run=run, **kwargs) if takes_run else fn(**kwargs)
             finally:
                 run.streams.close()
                 console.close_log()

@@ -51,6 +51,10 @@ class UnknownArchitectureError(UsageError, LookupError):
     """An architecture name the registry does not know."""
 
 
+class UntrustedArchitectureError(UnknownArchitectureError):
+    """A custom ``package.module:function`` architecture the user has not trusted (docs/security.md)."""
+
+
 class IncompatibleError(PncError):
     """Files that do not belong together: a delta for another target, mismatched shapes or classes."""
 

@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
-from ..core.errors import CheckpointError, IncompatibleError, UsageError, VerificationError
+from ..core.errors import (
+    CheckpointError,
+    IncompatibleError,
+    UnknownArchitectureError,
+    UsageError,
+    VerificationError,
+)
 from ..core.version import __version__
 from ..nets.architectures import Network, build_network, get_architecture
 from .safetensors_io import (
@@ -225,6 +231,8 @@ def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> Lo
         )
     try:
         network = build_from_spec(spec)
+    except UnknownArchitectureError as exc:  # unknown or untrusted: the user's to fix (exit 2)
+        raise type(exc)(f"{p}: {exc}") from None
     except UsageError as exc:
         raise IncompatibleError(f"{p}: {exc}") from None
     check_state_dict(network, tensors, p)

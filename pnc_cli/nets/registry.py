@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.errors import UnknownArchitectureError, UsageError
+from ..core.errors import UnknownArchitectureError, UntrustedArchitectureError, UsageError
+from ..core.trust import ENV_TRUST, is_trusted, user_code_blocked
 
 Built = tuple[nn.Module, Sequence[nn.Module], nn.Module]
 Builder = Callable[..., Built]
@@ -69,13 +71,34 @@ def get_architecture(name: str) -> ArchInfo:
     )
 
 
+_CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def is_custom(name: str) -> bool:
+    """Whether ``name`` is a custom ``package.module:function`` (not a registered architecture)."""
+    return name not in _REGISTRY and ":" in name
+
+
 def _custom_architecture(name: str) -> ArchInfo:
-    """Import ``package.module:function`` from PYTHONPATH or the current directory."""
-    module_name, _, fn_name = name.partition(":")
-    if not module_name or not fn_name:
+    """Import ``package.module:function`` from PYTHONPATH or the current directory, if trusted.
+
+    Importing runs the module's code, so nothing is imported unless the user trusts ``name``
+    (core/trust.py): a file's metadata naming a module is never enough.
+    """
+    if len(name) > 200 or not _CUSTOM_NAME.match(name):
         raise UnknownArchitectureError(
-            f"custom architecture {name!r} must be written package.module:function"
+            f"custom architecture {name[:80]!r} must be written package.module:function"
         )
+    if not is_trusted(name):
+        if user_code_blocked():
+            raise UntrustedArchitectureError(
+                f"architecture {name!r} is user code; this command reads headers only and never imports it"
+            )
+        raise UntrustedArchitectureError(
+            f"architecture {name!r} is user code (a custom package.module:function) and is not trusted; "
+            f"pass --trust-arch {name} or set {ENV_TRUST}={name} if you trust it (docs/security.md)"
+        )
+    module_name, _, fn_name = name.partition(":")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)  # after site-packages: a local file never shadows an installed package

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from pnc_cli.core.trust import trusted_archs
 from pnc_cli.core.errors import UnknownArchitectureError, UsageError
 from pnc_cli.nets.architectures import (
     build_network,
@@ -141,7 +142,8 @@ def test_bad_architecture_kwargs_are_a_usage_error() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_custom_architecture_through_build_network(channels: int) -> None:
-    net = build_network(CUSTOM, num_classes=3, in_channels=channels, input_size=12, arch_kwargs={"width": 6})
+    with trusted_archs(CUSTOM):
+        net = build_network(CUSTOM, num_classes=3, in_channels=channels, input_size=12, arch_kwargs={"width": 6})
     net.model.eval()
     x = _input(channels, 12)
     with torch.no_grad():
@@ -157,17 +159,18 @@ def test_custom_architecture_through_build_network(channels: int) -> None:
         ("tests.no_such_module:build", "cannot be imported"),
         ("tests.custom_arch:missing", "cannot be imported"),
         ("tests.custom_arch:", "package.module:function"),
-        ("tests.custom_arch:TwoBlockNet.__doc__", "cannot be imported"),
+        ("tests.custom_arch:TwoBlockNet.__doc__", "package.module:function"),
     ],
 )
 def test_custom_architecture_errors(name: str, message: str) -> None:
-    with pytest.raises(UnknownArchitectureError, match=message):
+    with trusted_archs(name), pytest.raises(UnknownArchitectureError, match=message):
         build_network(name, num_classes=2)
 
 
 def test_custom_builder_must_follow_the_protocol() -> None:
-    with pytest.raises(UsageError, match=r"must return \(model, blocks, classifier\)"):
-        build_network("tests.custom_arch:not_a_builder", num_classes=2)
+    name = "tests.custom_arch:not_a_builder"
+    with trusted_archs(name), pytest.raises(UsageError, match=r"must return \(model, blocks, classifier\)"):
+        build_network(name, num_classes=2)
 
 
 def test_custom_architecture_through_pnc_train(run_cli, tmp_path: Path) -> None:
@@ -180,6 +183,6 @@ def test_custom_architecture_through_pnc_train(run_cli, tmp_path: Path) -> None:
     assert code == 0, stderr
     info = json.loads(stdout)
     assert info["arch"] == CUSTOM and info["arch_kwargs"] == {"width": 3} and info["classes"] == ["0", "1"]
-    code, stdout, stderr = run_cli("eval", "--model", out, "--data", "digits", "--json")
+    code, stdout, stderr = run_cli("eval", "--model", out, "--data", "digits", "--json", "--trust-arch", CUSTOM)
     assert code == 0, stderr
     assert set(json.loads(stdout)["per_class"]) == {"0", "1"}
