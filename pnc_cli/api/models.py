@@ -89,7 +89,20 @@ def train_model(
     config = config or TrainConfig()
     out = check_output(output, force=force, inputs=[data])
     with trusted_archs(arch):
-        return _train(arch, data, out, classes, config, fraction, split_seed, input_size, arch_kwargs, force, device, progress)
+        return _train(
+            arch,
+            data,
+            out,
+            classes,
+            config,
+            fraction,
+            split_seed,
+            input_size,
+            arch_kwargs,
+            force,
+            device,
+            progress,
+        )
 
 
 def _train(

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from pnc_cli.core.trust import trusted_archs
 from pnc_cli.core.errors import UnknownArchitectureError, UsageError
+from pnc_cli.core.trust import trusted_archs
 from pnc_cli.nets.architectures import (
     build_network,
     get_architecture,
@@ -143,7 +143,9 @@ def test_bad_architecture_kwargs_are_a_usage_error() -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_custom_architecture_through_build_network(channels: int) -> None:
     with trusted_archs(CUSTOM):
-        net = build_network(CUSTOM, num_classes=3, in_channels=channels, input_size=12, arch_kwargs={"width": 6})
+        net = build_network(
+            CUSTOM, num_classes=3, in_channels=channels, input_size=12, arch_kwargs={"width": 6}
+        )
     net.model.eval()
     x = _input(channels, 12)
     with torch.no_grad():
@@ -183,6 +185,8 @@ def test_custom_architecture_through_pnc_train(run_cli, tmp_path: Path) -> None:
     assert code == 0, stderr
     info = json.loads(stdout)
     assert info["arch"] == CUSTOM and info["arch_kwargs"] == {"width": 3} and info["classes"] == ["0", "1"]
-    code, stdout, stderr = run_cli("eval", "--model", out, "--data", "digits", "--json", "--trust-arch", CUSTOM)
+    code, stdout, stderr = run_cli(
+        "eval", "--model", out, "--data", "digits", "--json", "--trust-arch", CUSTOM
+    )
     assert code == 0, stderr
     assert set(json.loads(stdout)["per_class"]) == {"0", "1"}

@@ -42,14 +42,20 @@ def test_torch_load_always_weights_only_and_numpy_never_pickles() -> None:
         tree = ast.parse(path.read_text(), str(path))
         for name, call in _calls(tree):
             if name == "torch.load":
-                assert _kw(call, "weights_only") is True, f"{path}:{call.lineno}: torch.load without weights_only=True"
+                assert _kw(call, "weights_only") is True, (
+                    f"{path}:{call.lineno}: torch.load without weights_only=True"
+                )
             if name in ("np.load", "numpy.load"):
-                assert _kw(call, "allow_pickle") is False, f"{path}:{call.lineno}: np.load without allow_pickle=False"
+                assert _kw(call, "allow_pickle") is False, (
+                    f"{path}:{call.lineno}: np.load without allow_pickle=False"
+                )
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 for mod in mods:
-                    assert mod.split(".")[0] not in ("pickle", "dill", "marshal", "cloudpickle"), f"{path}: imports {mod}"
+                    assert mod.split(".")[0] not in ("pickle", "dill", "marshal", "cloudpickle"), (
+                        f"{path}: imports {mod}"
+                    )
 
 
 def test_user_code_is_imported_only_behind_the_trust_check() -> None:
@@ -64,7 +70,9 @@ def test_user_code_is_imported_only_behind_the_trust_check() -> None:
                 if name in dynamic:
                     found.append((path.relative_to(ROOT).as_posix(), fn.name, call.lineno))
                     src = ast.unparse(fn)
-                    assert "is_trusted(name)" in src, f"{path}:{call.lineno}: dynamic import without trust check"
+                    assert "is_trusted(name)" in src, (
+                        f"{path}:{call.lineno}: dynamic import without trust check"
+                    )
                     guard = src.index("is_trusted(name)")
                     assert guard < src.index(name + "("), f"{path}: import before the trust check"
     assert found and {(f, n) for f, n, _ in found} == {("nets/registry.py", "_custom_architecture")}

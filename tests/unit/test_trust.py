@@ -88,7 +88,9 @@ def test_info_never_imports_even_when_trusted(run_cli, evil) -> None:
 
 def test_trust_arch_option_allows_the_import(run_cli, evil) -> None:
     model, mark = evil
-    code, stdout, stderr = run_cli("eval", "--model", model, "--data", "digits", "--json", "--trust-arch", EVIL)
+    code, stdout, stderr = run_cli(
+        "eval", "--model", model, "--data", "digits", "--json", "--trust-arch", EVIL
+    )
     assert code == 0, stderr
     assert mark.exists()
     assert set(json.loads(stdout)["per_class"]) == {"0", "1"}
@@ -104,7 +106,9 @@ def test_env_var_allows_the_import(run_cli, evil, monkeypatch: pytest.MonkeyPatc
 
 def test_trusting_another_name_is_not_enough(run_cli, evil) -> None:
     model, mark = evil
-    code, _, stderr = run_cli("eval", "--model", model, "--data", "digits", "--trust-arch", "rt_evil_mod:other")
+    code, _, stderr = run_cli(
+        "eval", "--model", model, "--data", "digits", "--trust-arch", "rt_evil_mod:other"
+    )
     assert code == 2 and "not trusted" in stderr
     assert not mark.exists()
 
