@@ -79,11 +79,14 @@ def test_metadata_alone_never_imports_user_code(run_cli, evil, tiny_source: Path
             assert len(stderr.strip().splitlines()) == 1
 
 
-def test_info_never_imports_even_when_trusted(run_cli, evil) -> None:
+def test_info_never_imports_even_when_trusted(run_cli, evil, monkeypatch: pytest.MonkeyPatch) -> None:
     model, mark = evil
-    code, _, stderr = run_cli("info", model, "--json", "--trust-arch", EVIL)
+    monkeypatch.setenv(ENV_TRUST, EVIL)
+    code, _, stderr = run_cli("info", model, "--json")
     assert code == 0, stderr
     assert not mark.exists()
+    code, _, stderr = run_cli("info", model, "--trust-arch", EVIL)
+    assert code == 2 and "No such option" in stderr  # header-only commands do not offer it
 
 
 def test_trust_arch_option_allows_the_import(run_cli, evil) -> None:
