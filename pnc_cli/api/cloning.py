@@ -8,8 +8,10 @@ target-domain samples with pseudo-labels, a validation split) → local model se
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +19,30 @@ import torch
 
 from ..core.config import CloneConfig, SurrogateConfig
 from ..core.device import resolve_device, seed_everything
-from ..core.errors import DataError, IncompatibleError, UsageError
+from ..core.distributed import all_reduce_sum, is_distributed
+from ..core.errors import DataError, IncompatibleError, UsageError, VerificationError
 from ..core.progress import NullProgress, Progress
 from ..io.data import ImageSet, conform_set, load_data, parse_classes, read_raw
-from ..io.delta_file import KIND_CLONED, DeltaFile, file_kind, write_delta
+from ..io.delta_file import KIND_CLONED, DeltaFile, count_params, file_kind, write_delta
 from ..io.model_file import LoadedModel, load_model
 from ..io.safetensors_io import check_output, content_sha256
-from ..io.search_file import CURVE_FIELDS, SearchFile, check_inputs, read_search, write_search
+from ..io.search_file import SearchFile, check_inputs, read_search, write_search
+from ..method.branch_state import branch_info, branch_tensors
 from ..method.clone_training import LocalTargets
 from ..method.cloned_model import Branch, ClonedModel, new_branch
+from ..method.joint import BudgetError, CandidateScore, JointSettings, batches, fit_joint
 from ..method.metrics import cloning_metrics, zest_locality
 from ..method.search import PositionScore, SearchOutcome, search_positions
-from ..method.selector import count_kept_params
 from ..nets.training import predict_logits
-from .branches import branch_from_delta, branch_tensors, load_cloned, source_info, target_info
+from .branches import branch_from_delta, load_cloned, source_info, target_info
 from .deltas import apply_delta
 from .models import recorded_data
 from .plots import plot_search
 from .surrogates import load_or_compute
 
 log = logging.getLogger(__name__)
+
+Score = PositionScore | CandidateScore
 
 
 @dataclass
@@ -56,6 +62,7 @@ class CloneInputs:
     clone_set: ImageSet  # the cloned-class training samples (validation rows removed)
     clone_pool: ImageSet  # every train-split sample of the cloned classes (where a given G may come from)
     existing: dict[str, Branch]  # deltas already on the target (a cloned model given as --target), frozen
+    stack: list[dict[str, str]]  # their {name, sha256}, in order
 
 
 def _renames(items: list[str] | None) -> dict[str, str]:
@@ -117,13 +124,15 @@ def _target_domain(
     return conform_set(ds.subset(keep), spec.in_channels, spec.input_size)
 
 
-def load_target(target: str | Path) -> tuple[LoadedModel, dict[str, Branch]]:
-    """The target as a model, plus its frozen branches when it is a cloned model (stacking, seed Eq. 5)."""
+def load_target(target: str | Path) -> tuple[LoadedModel, dict[str, Branch], list[dict[str, str]]]:
+    """The target as a model, plus its frozen branches and their ``{name, sha256}`` when it is a cloned
+    model (stacking, seed Eq. 5)."""
     if file_kind(target) != KIND_CLONED:
-        return load_model(target), {}
+        return load_model(target), {}, []
     cloned, spec, cf = load_cloned(target)
     base = LoadedModel(Path(target), cloned.target, spec, cf.target_sha256, dict(cf.target_metadata))
-    return base, dict(cloned.branches.items())  # type: ignore[arg-type]
+    branches = {name: b for name, b in cloned.branches.items() if isinstance(b, Branch)}
+    return base, branches, [{"name": d.name, "sha256": d.sha256} for d in cf.deltas]
 
 
 def gather_inputs(
@@ -140,7 +149,7 @@ def gather_inputs(
     position: str | int = "auto",
 ) -> CloneInputs:
     src = load_model(source)
-    tgt, existing = load_target(target)
+    tgt, existing, stack = load_target(target)
     known = list(tgt.spec.classes) + [c for b in existing.values() for c in b.classes]
     _check_pair(src, tgt)
     positions_for(position, tgt.network.num_blocks)  # a bad --position fails before any data is read
@@ -156,6 +165,7 @@ def gather_inputs(
     if len(set(new_names)) < len(new_names):
         raise UsageError(f"--rename gives two cloned classes the same name: {', '.join(new_names)}")
     data = data or recorded_data(src, "source")
+    assert data is not None  # recorded_data raises when there is none
     if target_data is None:
         target_data = recorded_data(tgt, "target", required=False)
     spec = tgt.spec
@@ -215,6 +225,7 @@ def gather_inputs(
             spec.input_size,
         ),
         existing,
+        stack,
     )
 
 
@@ -300,7 +311,7 @@ def evaluate_branch(inp: CloneInputs, branch: Branch, device: torch.device) -> d
     x, y = inp.test
     pred = predict_logits(cloned, x, device=device).argmax(1)
     target_pred = predict_logits(before, x, device=device).argmax(1)
-    m = cloning_metrics(pred, y, n_known, target_pred=target_pred)
+    m: dict[str, Any] = dict(cloning_metrics(pred, y, n_known, target_pred=target_pred))
     m["target_ori_acc"] = cloning_metrics(target_pred, y, n_known)["ori_acc"]
     ori = x[y < n_known]
     m["zest_distance"] = zest_locality(before, cloned, ori) if len(ori) else None
@@ -327,7 +338,7 @@ def build_delta(
     inp: CloneInputs,
     branch: Branch,
     masks: dict[str, torch.Tensor],
-    scores: list[PositionScore],
+    scores: Sequence[Score],
     metrics: dict[str, Any],
     *,
     name: str | None,
@@ -336,23 +347,24 @@ def build_delta(
     sconfig: SurrogateConfig | None,
     split_seed: int,
 ) -> DeltaFile:
+    """The delta of a trained branch; ``metrics`` gains the delta's parameter count (counted on its tensors)."""
     branch = branch.cpu()
-    extra = count_kept_params(branch.module, masks, branch.adapter.out_shape) + sum(
-        p.numel() for n, p in branch.named_parameters() if not n.startswith("module.")
-    )
+    tensors = branch_tensors(branch, masks, online=online)
+    extra = count_params(tensors)
     metrics.update(extra_params=extra, extra_params_ratio=extra / inp.target.network.num_params())
+    structure = branch_info(branch)
     info = {
         "target": target_info(inp.target),
         "source": source_info(inp.source),
         "classes": inp.new_classes,
         "source_class_index": inp.class_index,
         "position": {
-            "target": branch.position,
-            "source": branch.source_position,
+            **structure["position"],
             "target_blocks": inp.target.network.num_blocks,
             "source_blocks": inp.source.network.num_blocks,
         },
-        "adapter": branch.adapter.config(),
+        "adapter": structure["adapter"],
+        "head": structure["head"],
         "mode": "online" if online else "offline",
         "config": {
             "clone": config.to_dict(),
@@ -366,12 +378,12 @@ def build_delta(
         "seed": config.seed,
         "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
         "extra_params": extra,
-        # per-position timings stay out of the file, so the same seed gives the same delta bytes
+        # per-candidate timings stay out of the file, so the same seed gives the same delta bytes
         "search": [{k: v for k, v in s.to_dict().items() if k != "seconds"} for s in scores],
     }
-    return DeltaFile(
-        name or "clone-" + "+".join(inp.new_classes), branch_tensors(branch, masks, online=online), info
-    )
+    if branch.head_kind == "joint":
+        info["reads"] = inp.stack  # a joint head reads every delta below it: apply/remove check this
+    return DeltaFile(name or "clone-" + "+".join(inp.new_classes), tensors, info)
 
 
 def _summary(
@@ -380,7 +392,7 @@ def _summary(
     sha: str,
     metrics: dict[str, Any],
     inp: CloneInputs,
-    scores: list[PositionScore],
+    scores: Sequence[Score],
 ) -> dict[str, Any]:
     info = delta.info
     return {
@@ -388,8 +400,11 @@ def _summary(
         "sha256": sha,
         "name": delta.name,
         "classes": inp.new_classes,
+        "head": info["head"]["kind"],
         "position": info["position"]["target"],
         "source_position": info["position"]["source"],
+        "source_end": info["position"]["source_end"],
+        "pool": info["head"]["pool"],
         "search": [s.to_dict() for s in scores],
         "data": inp.data,
         "target_data": inp.target_data,
@@ -399,7 +414,17 @@ def _summary(
     }
 
 
-def _train(
+@dataclass
+class Trained:
+    """The branch a clone or search keeps, its masks, the search curve and the surrogate config used."""
+
+    branch: Branch
+    masks: dict[str, torch.Tensor]
+    scores: list[Score]
+    sconfig: SurrogateConfig | None
+
+
+def _train_append(
     inp: CloneInputs,
     positions: list[int],
     config: CloneConfig,
@@ -407,17 +432,119 @@ def _train(
     surrogate: str | Path | None,
     dev: torch.device,
     progress: Progress,
-) -> tuple[SearchOutcome, SurrogateConfig | None]:
+) -> Trained:
     use_local = config.alpha > 0 or config.beta > 0
     if surrogate is not None and not use_local:
         log.warning(
-            "--surrogate %s is not used: alpha = beta = 0 turn L_loc and L_ins off (pass --alpha/--beta)",
+            "surrogate %s is not used: alpha = beta = 0 turn L_loc and L_ins off",
             surrogate,
         )
     local = local_targets(inp, sconfig, surrogate, dev, progress) if use_local else None
-    return run_search(inp, positions, local, config, dev, progress), (
-        local.surrogate.config if local else None
+    out = run_search(inp, positions, local, config, dev, progress)
+    return Trained(out.branch, out.result.masks, list(out.scores), local.surrogate.config if local else None)
+
+
+def _train_joint(
+    inp: CloneInputs,
+    position: str | int,
+    config: CloneConfig,
+    online: bool,
+    dev: torch.device,
+    progress: Progress,
+) -> Trained:
+    """The joint head in closed form over every candidate span of the source (docs/method-spec.md §3)."""
+    if str(position) not in ("auto", "0"):
+        raise UsageError(
+            f"position {position}: the joint head reads the source from the input (position 0); "
+            "use the append head for other positions"
+        )
+    spec = inp.target.spec
+    base = ClonedModel(inp.target.network, list(spec.classes), inp.existing).to(dev).eval()
+    budget = (
+        None
+        if config.max_extra_ratio is None
+        else int(config.max_extra_ratio * inp.target.network.num_params())
     )
+    settings = JointSettings(
+        max_features=config.max_features,
+        standardize=config.standardize,
+        budget=budget,
+        online=online,
+        refit_on_val=config.refit_on_val,
+    )
+    try:
+        out = fit_joint(
+            base=base,
+            source=inp.source.network.to(dev),
+            new_classes=inp.new_classes,
+            image_shape=(spec.in_channels, spec.input_size, spec.input_size),
+            train=batches(*inp.train, size=max(config.batch_size, 256)),
+            val=inp.val,
+            settings=settings,
+            device=dev,
+            progress=progress,
+            reduce=all_reduce_sum if is_distributed() else None,
+        )
+    except BudgetError as exc:
+        raise UsageError(f"{exc} (max_extra_ratio {config.max_extra_ratio})") from None
+    return Trained(out.branch, out.masks, list(out.scores), None)
+
+
+def _train(
+    inp: CloneInputs,
+    position: str | int,
+    config: CloneConfig,
+    sconfig: SurrogateConfig,
+    surrogate: str | Path | None,
+    online: bool,
+    dev: torch.device,
+    progress: Progress,
+) -> Trained:
+    if config.head == "joint":
+        if surrogate is not None:
+            log.warning("surrogate %s is not used: the joint head is fitted in closed form", surrogate)
+        return _train_joint(inp, position, config, online, dev, progress)
+    return _train_append(
+        inp, positions_for(position, inp.target.network.num_blocks), config, sconfig, surrogate, dev, progress
+    )
+
+
+def _check_ori_drop(metrics: dict[str, Any], config: CloneConfig) -> None:
+    """No silent wrong model: refuse a clone that lost more than ``max_ori_drop`` points of Ori Acc on
+    the held-out test split, against the target alone (docs/cloning.md)."""
+    if config.max_ori_drop is None:
+        return
+    before, after = metrics.get("target_ori_acc"), metrics.get("ori_acc")
+    if before is None or after is None or math.isnan(before) or math.isnan(after):
+        return
+    drop = 100 * (before - after)
+    if drop > config.max_ori_drop:
+        raise VerificationError(
+            f"the clone loses {drop:.1f} points of accuracy on the target's classes ({100 * before:.1f} -> "
+            f"{100 * after:.1f}), more than max_ori_drop {config.max_ori_drop:g}; nothing written "
+            "(check the target-domain data, or raise max_ori_drop)"
+        )
+
+
+def scores_from_curves(curves: dict[str, torch.Tensor]) -> list[Score]:
+    """The search curve of a search file, as the score records it was written from."""
+    cls: type[PositionScore] | type[CandidateScore] = (
+        CandidateScore if "source_end" in curves else PositionScore
+    )
+    names = {f.name: f.type for f in fields(cls)}
+    ints = {n for n, t in names.items() if t in ("int", int)}
+    n = len(curves["position"])
+    return [
+        cls(**{k: (int(v[i]) if k in ints else float(v[i])) for k, v in curves.items() if k in names})  # type: ignore[arg-type]
+        for i in range(n)
+    ]
+
+
+def curves_of(scores: Sequence[Score]) -> dict[str, torch.Tensor]:
+    return {
+        f.name: torch.tensor([getattr(s, f.name) for s in scores], dtype=torch.float64)
+        for f in fields(scores[0])
+    }
 
 
 def _setup(
@@ -485,31 +612,19 @@ def clone(
         device=dev,
         position=position,
     )
-    used_sconfig: SurrogateConfig | None = sconfig
     if search is not None:
         sf = read_search(search)
         check_inputs(sf, fingerprint(inp, config, split_seed), search)
-        branch, masks = branch_from_delta(sf.delta), sf.delta.masks()
-        scores = [
-            PositionScore(
-                **{k: (int(v[i]) if "position" in k else float(v[i])) for k, v in sf.curves.items()}
-            )
-            for i in range(len(sf.curves["position"]))
-        ]
-        used_sconfig = None
+        trained = Trained(branch_from_delta(sf.delta), sf.delta.masks(), scores_from_curves(sf.curves), None)
+        recorded = sf.delta.info.get("config", {}).get("clone")
+        if isinstance(recorded, dict):  # record the settings that trained it, not this command's
+            config = CloneConfig.from_dict({"head": "append", **recorded}, strict=False)
     else:
-        outcome, used_sconfig = _train(
-            inp,
-            positions_for(position, inp.target.network.num_blocks),
-            config,
-            sconfig,
-            surrogate,
-            dev,
-            progress,
-        )
-        branch, masks, scores = outcome.branch, outcome.result.masks, outcome.scores
+        trained = _train(inp, position, config, sconfig, surrogate, link_source, dev, progress)
+    branch, masks, scores = trained.branch, trained.masks, trained.scores
     metrics = evaluate_branch(inp, branch, dev)
     metrics["seconds"] = time.perf_counter() - start
+    _check_ori_drop(metrics, config)
     delta = build_delta(
         inp,
         branch,
@@ -519,7 +634,7 @@ def clone(
         name=name,
         online=link_source,
         config=config,
-        sconfig=used_sconfig,
+        sconfig=trained.sconfig,
         split_seed=split_seed,
     )
     sha = write_delta(output, delta, force=force)
@@ -566,32 +681,25 @@ def search(
         split_seed=split_seed,
         device=dev,
     )
-    outcome, used = _train(
-        inp, positions_for("auto", inp.target.network.num_blocks), config, sconfig, surrogate, dev, progress
-    )
-    metrics = evaluate_branch(inp, outcome.branch, dev)
+    trained = _train(inp, "auto", config, sconfig, surrogate, False, dev, progress)
+    metrics = evaluate_branch(inp, trained.branch, dev)
     metrics["seconds"] = time.perf_counter() - start
     delta = build_delta(
         inp,
-        outcome.branch,
-        outcome.result.masks,
-        outcome.scores,
+        trained.branch,
+        trained.masks,
+        trained.scores,
         metrics,
         name=None,
         online=False,
         config=config,
-        sconfig=used,
+        sconfig=trained.sconfig,
         split_seed=split_seed,
     )
-    curves = {
-        f: torch.tensor([getattr(s, f) for s in outcome.scores], dtype=torch.float64) for f in CURVE_FIELDS
-    }
-    sha = write_search(output, SearchFile(delta, curves, fingerprint(inp, config, split_seed)), force=force)
-    doc = _summary(delta, Path(output), sha, metrics, inp, outcome.scores)
+    sf = SearchFile(delta, curves_of(trained.scores), fingerprint(inp, config, split_seed))
+    sha = write_search(output, sf, force=force)
+    doc = _summary(delta, Path(output), sha, metrics, inp, trained.scores)
     if plot is not None:
-        doc["plot"] = str(
-            plot_search(
-                outcome.scores, plot, title=f"{inp.source.path.name} → {inp.target.path.name}", force=force
-            )
-        )
+        title = f"{inp.source.path.name} → {inp.target.path.name}"
+        doc["plot"] = str(plot_search(trained.scores, plot, title=title, force=force))
     return doc

@@ -41,6 +41,7 @@ from ..io.safetensors_io import (
     read_safetensors,
     serialize,
 )
+from ..method.branch_state import adapter_out_shape
 from ..method.selector import slice_state
 
 LOG = logging.getLogger(__name__)
@@ -114,17 +115,19 @@ def _find_source(
 
 
 def materialize(delta: DeltaFile, source: LoadedModel) -> DeltaFile:
-    """Online → offline: slice the kept filters of source blocks ``[R_s:]`` into ``source.*`` tensors."""
-    r_s = int(delta.info["position"]["source"])
+    """Online → offline: slice the kept filters of source blocks ``[R_s:E_s]`` into ``source.*`` tensors."""
+    pos = delta.spec.position
+    r_s, e_s = pos.source, pos.source_end
     blocks = source.network.blocks
     arch = delta.info["source"].get("arch")
     if arch and arch != source.spec.arch:
         raise IncompatibleError(
             f"delta {delta.name}: source is a {arch}, the file given is a {source.spec.arch}"
         )
-    if not 0 <= r_s <= len(blocks):
-        raise IncompatibleError(f"delta {delta.name}: source position {r_s} is outside 0..{len(blocks)}")
-    sliced = slice_state(nn.ModuleList(blocks[r_s:]), delta.masks(), delta.info["adapter"]["out_shape"])
+    if not 0 <= r_s <= e_s <= len(blocks):
+        raise IncompatibleError(f"delta {delta.name}: source span {r_s}..{e_s} is outside 0..{len(blocks)}")
+    in_shape = adapter_out_shape(delta.spec.adapter)
+    sliced = slice_state(nn.ModuleList(blocks[r_s:e_s]), delta.masks(), in_shape)
     tensors = dict(delta.tensors)
     tensors.update({f"source.{k}": v.detach().cpu().clone().contiguous() for k, v in sliced.items()})
     info = {**delta.info, "mode": "offline"}
@@ -153,6 +156,7 @@ def assemble(
     for path in deltas:
         delta = read_delta(path)
         _check_fits(delta, path, target_sha, target, names, classes)
+        _check_reads(delta, path, [*base.deltas, *added])
         if delta.mode == "online":
             want = str(delta.info["source"]["sha256"])
             source = _find_source(want, sources, cache)
@@ -224,6 +228,36 @@ def _restore(cloned: ClonedFile, out: Path, force: bool) -> dict[str, Any]:
     }
 
 
+def _check_lifo(stack: Sequence[DeltaFile], drop: Sequence[str], path: str | Path) -> None:
+    """A joint-head delta reads every delta below it: none of those may go while it stays (exit 4)."""
+    for i, d in enumerate(stack):
+        if d.name in drop or d.spec.head.kind != "joint":
+            continue
+        below = [b.name for b in stack[:i] if b.name in drop]
+        if below:
+            raise IncompatibleError(
+                f"{path}: delta {d.name} (joint head) reads delta {below[0]}; remove {d.name} first "
+                "(joint-head deltas come off last-in-first-out), or use --all"
+            )
+
+
+def _check_reads(delta: DeltaFile, path: str | Path, stack: Sequence[DeltaFile]) -> None:
+    """A joint-head delta applies only on top of exactly the stack it was fitted on (exit 4)."""
+    if delta.spec.head.kind != "joint":
+        return
+    want = [(r["name"], r["sha256"]) for r in delta.spec.reads]
+    have = [(d.name, d.sha256) for d in stack]
+    if want != have:
+
+        def names(pairs: Sequence[tuple[str, str]]) -> str:
+            return ", ".join(n for n, _ in pairs) or "none"
+
+        raise IncompatibleError(
+            f"delta {delta.name} ({path}) has a joint head fitted on top of deltas [{names(want)}], "
+            f"but the model has [{names(have)}]; apply it to the model it was cloned on"
+        )
+
+
 def select_removal(
     cloned: str | Path,
     output: str | Path,
@@ -247,6 +281,7 @@ def select_removal(
     unknown = [n for n in drop if n not in present]
     if unknown:
         raise UsageError(f"{cloned}: no delta named {', '.join(unknown)}; it has {', '.join(present)}")
+    _check_lifo(model.deltas, drop, cloned)
     keep = [d for d in model.deltas if d.name not in drop]
     return out, model, drop, keep
 

@@ -86,11 +86,29 @@ INPUTS = [
 
 TRAINING = [
     param(
+        "head",
+        Annotated[
+            str,
+            typer.Option(
+                help="'joint': one head over target and module features, fitted in closed form (default); "
+                "'append': new-class logits appended, trained by gradient per position (the seed's objective)."
+            ),
+        ],
+        D.head,
+    ),
+    param(
+        "max_features",
+        Annotated[
+            int, typer.Option(help="Joint head: most numbers read from the module's output (pooled to fit).")
+        ],
+        D.max_features,
+    ),
+    param(
         "fraction",
         Annotated[float, typer.Option(help="Fraction of the training data used (seed Table 1 'Data Size').")],
         D.fraction,
     ),
-    param("epochs", Annotated[int, typer.Option(help="Epochs per position.")], D.epochs),
+    param("epochs", Annotated[int, typer.Option(help="Append head: epochs per position.")], D.epochs),
     param(
         "select_by",
         Annotated[str, typer.Option(help="Choose R* by 'loss' (seed) or 'val_acc'.")],
@@ -111,8 +129,8 @@ TRAINING = [
 ]
 
 
-def _config(training: dict[str, Any], seed: int) -> CloneConfig:
-    values = dict(training)
+def _config(training: dict[str, Any], seed: int, **extra: Any) -> CloneConfig:
+    values = {**training, **extra}
     values["max_extra_ratio"] = values.pop("max_extra") or None
     return CloneConfig(seed=seed, **values)
 
@@ -144,6 +162,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _render(doc: dict[str, Any], title: str) -> None:
+    if doc.get("head") == "joint":
+        _render_joint(doc, title)
+        return
     rows = [
         (
             s["position"],
@@ -181,6 +202,45 @@ def _render(doc: dict[str, Any], title: str) -> None:
     )
 
 
+def _render_joint(doc: dict[str, Any], title: str) -> None:
+    rows = [
+        (
+            s["source_end"],
+            s["pool"] or "-",
+            s["features"],
+            f"{s['ridge']:g}",
+            console.pct(s["val_ori_acc"]),
+            console.pct(s["val_tar_acc"]),
+            console.pct(s["val_avg_acc"]),
+            s["extra_params"],
+        )
+        for s in doc["search"]
+    ]
+    console.table(
+        "module search (validation split; source blocks [0:E] read by the joint head)",
+        ["E", "pool", "features", "ridge", "Ori %", "Tar %", "Avg %", "extra params"],
+        rows,
+    )
+    console.key_values(
+        title,
+        [
+            ("head", "joint (closed form)"),
+            ("module", f"source blocks [0:{doc['source_end']}], pool {doc['pool'] or 'none'}"),
+            ("classes", ",".join(doc["classes"])),
+            ("Ori Acc %", console.pct(doc["ori_acc"])),
+            ("Tar Acc %", console.pct(doc["tar_acc"])),
+            ("Avg Acc %", console.pct(doc["avg_acc"])),
+            ("target alone, Ori %", console.pct(doc["target_ori_acc"])),
+            ("locality %", console.pct(doc.get("locality"))),
+            ("zest distance", doc.get("zest_distance")),
+            ("extra params", f"{doc['extra_params']} ({doc['extra_params_ratio']:.3f}× target)"),
+            ("output", doc["output"]),
+            ("seconds", f"{doc['seconds']:.1f}"),
+            ("seed", doc["seed"]),
+        ],
+    )
+
+
 def _render_plan(doc: dict[str, Any]) -> None:
     console.key_values(f"dry run: {doc['command']} (nothing trained or written)", list(doc.items()))
 
@@ -193,8 +253,18 @@ def clone(
     inputs: dict[str, Any],
     training: dict[str, Any],
     position: Annotated[
-        str, typer.Option(help="'auto' (search every block boundary) or a block index R.")
+        str,
+        typer.Option(
+            help="'auto' (joint: 0, the input; append: search every block boundary) or a block index R."
+        ),
     ] = "auto",
+    max_ori_drop: Annotated[
+        float,
+        typer.Option(
+            help="Refuse (exit 3, nothing written) a clone losing more points of held-out accuracy on the "
+            "target's classes than this (-1: never refuse)."
+        ),
+    ] = D.max_ori_drop if D.max_ori_drop is not None else -1.0,
     search_file: Annotated[
         Path | None,
         typer.Option("--search", help="Finish from a pnc search output instead of searching again."),
@@ -207,8 +277,8 @@ def clone(
         Path | None, typer.Option(help="Also write the cloned model (target + delta) here.")
     ] = None,
 ) -> None:
-    """Clone source classes into the target as a removable delta (adapter + filter mask + head)."""
-    config = _config(training, run.seed)
+    """Clone source classes into the target as a removable delta (module, filter mask, head)."""
+    config = _config(training, run.seed, max_ori_drop=None if max_ori_drop < 0 else max_ori_drop)
     common = {
         **_inputs(run, inputs),
         "position": position,
@@ -243,7 +313,8 @@ def search(
         Path | None, typer.Option(help="Also write the loss/accuracy curve as a PNG (plot extra).")
     ] = None,
 ) -> None:
-    """Train a branch at every block boundary and report the loss per insertion position; keep R*'s branch."""
+    """Search the transferable module (joint head: every source span; append: every insertion position);
+    report the curve and keep the best branch in a search file."""
     from ..api import cloning
 
     doc = cloning.search(
@@ -257,7 +328,5 @@ def search(
     )
     run.emit(
         doc,
-        lambda d: _render(
-            d, f"search → {d['output']} (R* = {d['position']}; finish with pnc clone --search {d['output']})"
-        ),
+        lambda d: _render(d, f"search → {d['output']} (finish with pnc clone --search {d['output']})"),
     )

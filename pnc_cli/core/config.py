@@ -88,6 +88,7 @@ class TrainConfig:
 
 
 SELECT_BY = ("loss", "val_acc")
+HEADS = ("joint", "append")
 MASK_PENALTIES = ("params", "channels")
 INS_LOGITS = ("raw", "calibrated")
 
@@ -96,8 +97,18 @@ INS_LOGITS = ("raw", "calibrated")
 class CloneConfig:
     """Training of adapter A, selector M and head F_c (method spec §4-5).
 
-    Loss: L_cls + alpha·L_loc + beta·L_ins + gamma·‖M‖₁ (defaults from benchmarks/bench_clone.py).
+    ``head``: ``joint`` (default) fits one head over the target's and the module's features in closed
+    form (``max_features``, ``standardize``, ``refit_on_val``); ``append`` trains an appended head by
+    gradient with L_cls + alpha·L_loc + beta·L_ins + gamma·‖M‖₁ (defaults from benchmarks/bench_clone.py).
+    ``max_ori_drop``: points of held-out accuracy on the target's classes a clone may lose before it is
+    refused (None: never refused).
     """
+
+    head: str = "joint"
+    max_features: int = 1024
+    standardize: bool = True
+    refit_on_val: bool = True
+    max_ori_drop: float | None = 5.0
 
     epochs: int = 10
     lr: float = 1e-2
@@ -155,6 +166,12 @@ class CloneConfig:
             raise ConfigError(
                 f"max_extra_ratio must be positive (or None: no budget), got {self.max_extra_ratio}"
             )
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if not 1 <= self.max_features <= 1 << 16:
+            raise ConfigError(f"max_features must be in 1..65536, got {self.max_features}")
+        if self.max_ori_drop is not None and not 0 <= self.max_ori_drop <= 100:
+            raise ConfigError(f"max_ori_drop must be in [0, 100] points (or None), got {self.max_ori_drop}")
         if self.ins_logits not in INS_LOGITS:
             raise ConfigError(f"ins_logits must be one of {', '.join(INS_LOGITS)}, got {self.ins_logits!r}")
 

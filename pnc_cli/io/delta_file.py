@@ -38,15 +38,20 @@ from .safetensors_io import (
 
 LOG = logging.getLogger(__name__)
 
-DELTA_FORMAT_VERSION = 1
+DELTA_FORMAT_VERSION = (
+    2  # 2: joint head, source span end, pooling, features.keep, reads (docs/delta-format.md)
+)
 KIND_DELTA = "delta"
 KIND_CLONED = "cloned"
-TENSOR_PREFIXES = ("adapter.", "source.", "mask.", "head.", "calibration.")
+TENSOR_PREFIXES = ("adapter.", "source.", "mask.", "head.", "calibration.", "features.")
 CLONED_PREFIX = "pnc_delta."
 # fmt: off
 REQUIRED_INFO = ("name", "target", "source", "classes", "source_class_index", "position", "adapter", "mode", "config", "seed")
 # fmt: on
-OPTIONAL_INFO = ("metrics", "extra_params", "search")
+OPTIONAL_INFO = ("metrics", "extra_params", "search", "head", "reads")
+HEAD_KINDS = ("joint", "append")
+MAX_DIM = 1 << 16  # bound on any recorded shape entry
+MAX_ELEMENTS = 1 << 28  # bound on any recorded shape's element count
 MODES = ("offline", "online")
 POSITION_KEYS = ("target", "source", "target_blocks", "source_blocks")
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -101,6 +106,11 @@ class DeltaFile:
     def mode(self) -> str:
         return str(self.info["mode"])
 
+    @property
+    def spec(self) -> DeltaSpec:
+        """The typed, validated structural info."""
+        return DeltaSpec.from_info(self.info, self.name)
+
     def group(self, prefix: str) -> dict[str, torch.Tensor]:
         """Tensors under ``prefix`` (e.g. ``"source."``) with the prefix stripped."""
         return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
@@ -143,6 +153,137 @@ class ClonedFile:
         raise KeyError(name)
 
 
+# ------------------------------------------------------------------------------------- typed info
+@dataclass(frozen=True)
+class Position:
+    """Where a branch sits: target block R, source span [R_s:E_s] of L_s blocks."""
+
+    target: int
+    source: int
+    source_end: int
+    target_blocks: int
+    source_blocks: int
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """``joint``: one head over every feature below it (v2); ``append``: logits appended (v1 and v2)."""
+
+    kind: str = "append"
+    pool: int = 0
+
+
+@dataclass(frozen=True)
+class DeltaSpec:
+    """The structural part of a delta's info, validated and typed (version 1 files get v1 defaults)."""
+
+    name: str
+    classes: tuple[str, ...]
+    source_class_index: tuple[int, ...]
+    position: Position
+    adapter: dict[str, Any]
+    head: HeadInfo
+    mode: str
+    reads: tuple[dict[str, str], ...]  # joint head: the deltas below it, {name, sha256}, in order
+    target_sha256: str
+    source_sha256: str
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any], where: object) -> DeltaSpec:
+        """Validate ``info`` (already checked for its required keys) and return the typed view."""
+        problem = next(_info_problems(info), None)
+        if problem:
+            raise _fail(where, problem)
+        pos, head = info["position"], info.get("head") or {}
+        return cls(
+            name=str(info["name"]),
+            classes=tuple(info["classes"]),
+            source_class_index=tuple(info["source_class_index"]),
+            position=Position(
+                pos["target"],
+                pos["source"],
+                pos.get("source_end", pos["source_blocks"]),
+                pos["target_blocks"],
+                pos["source_blocks"],
+            ),
+            adapter=dict(info["adapter"]),
+            head=HeadInfo(head.get("kind", "append"), head.get("pool", 0)),
+            mode=info["mode"],
+            reads=tuple(dict(r) for r in info.get("reads") or ()),
+            target_sha256=info["target"]["sha256"],
+            source_sha256=info["source"]["sha256"],
+        )
+
+
+def _is_int(v: Any, lo: int = 0, hi: int = MAX_DIM) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _shape_ok(v: Any) -> bool:
+    if not (isinstance(v, list) and len(v) in (1, 3) and all(_is_int(s, 1) for s in v)):
+        return False
+    n = 1
+    for s in v:
+        n *= s
+    return n <= MAX_ELEMENTS
+
+
+def _adapter_problem(adapter: Any) -> str | None:
+    if not isinstance(adapter, dict):
+        return "info.adapter must be a JSON object"
+    if adapter.get("kind") == "renorm":
+        ok = _shape_ok(adapter.get("shape")) and len(adapter["shape"]) == 3
+        return None if ok else "info.adapter.shape must be [C, H, W] of positive integers"
+    if not (_shape_ok(adapter.get("in_shape")) and _shape_ok(adapter.get("out_shape"))):
+        return "info.adapter needs in_shape and out_shape, each [C, H, W] or [D] of positive integers"
+    return None
+
+
+def _info_problems(info: Mapping[str, Any]) -> Iterator[str]:
+    """Problems of an info mapping with the required keys present, first one first."""
+    pos, classes, index = info["position"], info["classes"], info["source_class_index"]
+    if info["mode"] not in MODES:
+        yield f"mode {info['mode']!r} must be one of {', '.join(MODES)}"
+    for side in ("target", "source"):
+        if not (isinstance(info[side], dict) and isinstance(info[side].get("sha256"), str)):
+            yield f"info.{side} needs a sha256"
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        yield "info.classes must be a non-empty list of class names"
+    elif len(set(classes)) != len(classes):
+        yield "info.classes has duplicates"
+    if not (
+        isinstance(index, list) and len(index) == len(classes) and all(_is_int(i, 0, 1 << 31) for i in index)
+    ):
+        yield "info.source_class_index must list one integer per class"
+    if not (isinstance(pos, dict) and all(_is_int(pos.get(k)) for k in POSITION_KEYS)):
+        yield f"info.position needs integers {', '.join(POSITION_KEYS)}"
+        return
+    end = pos.get("source_end", pos["source_blocks"])
+    if not (
+        _is_int(end)
+        and pos["source"] <= end <= pos["source_blocks"]
+        and pos["target"] < max(1, pos["target_blocks"])
+    ):
+        yield "info.position is inconsistent (need source <= source_end <= source_blocks, target < target_blocks)"
+    problem = _adapter_problem(info["adapter"])
+    if problem:
+        yield problem
+    head = info.get("head")
+    if head is not None and not (
+        isinstance(head, dict) and head.get("kind") in HEAD_KINDS and _is_int(head.get("pool", 0))
+    ):
+        yield f"info.head must be {{kind: {'|'.join(HEAD_KINDS)}, pool: integer}}"
+    reads = info.get("reads")
+    if reads is not None and not (
+        isinstance(reads, list)
+        and all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("sha256"), str)
+            for r in reads
+        )
+    ):
+        yield "info.reads must list {name, sha256} objects"
+
+
 # ------------------------------------------------------------------------------------- validation
 def _fail(where: object, what: str) -> DeltaFormatError:
     return DeltaFormatError(f"{where}: {what}; see docs/delta-format.md")
@@ -173,38 +314,26 @@ def _require(cond: bool, where: object, what: str) -> None:
 
 def _schema_problems(delta: DeltaFile) -> Iterator[str]:
     """Problems of a delta with valid info keys, first one first (later checks rely on earlier ones)."""
-    info, pos, classes, index = (
-        delta.info,
-        delta.info["position"],
-        delta.info["classes"],
-        delta.info["source_class_index"],
-    )
+    info = delta.info
     if info["name"] != delta.name:
         yield f"info name {info['name']!r} differs from delta name {delta.name!r}"
-    if info["mode"] not in MODES:
-        yield f"mode {info['mode']!r} must be one of {', '.join(MODES)}"
-    for side in ("target", "source"):
-        if not (isinstance(info[side], dict) and isinstance(info[side].get("sha256"), str)):
-            yield f"info.{side} needs a sha256"
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        yield "info.classes must be a non-empty list of class names"
-    if len(set(classes)) != len(classes):
-        yield "info.classes has duplicates"
-    if not (
-        isinstance(index, list) and len(index) == len(classes) and all(isinstance(i, int) for i in index)
-    ):
-        yield "info.source_class_index must list one integer per class"
-    if not (isinstance(pos, dict) and all(isinstance(pos.get(k), int) for k in POSITION_KEYS)):
-        yield f"info.position needs integers {', '.join(POSITION_KEYS)}"
+    problem = next(_info_problems(info), None)
+    if problem:
+        yield problem
+        return
+    spec = DeltaSpec.from_info(info, delta.name)
     if not delta.group("head."):
         yield "a delta needs head.* tensors"
     for name, t in delta.group("mask.").items():
         if t.dtype != torch.uint8 or not bool(((t == 0) | (t == 1)).all()):
             yield f"mask tensor mask.{name} must be uint8 with values 0/1"
+    keep = delta.group("features.").get("keep")
+    if keep is not None and (keep.dtype != torch.int64 or keep.dim() != 1):
+        yield "features.keep must be a 1-D int64 tensor"
     has_source = bool(delta.group("source."))
-    if info["mode"] == "online" and has_source:
+    if spec.mode == "online" and has_source:
         yield "an online delta must not carry source.* tensors"
-    if info["mode"] == "offline" and pos["source"] < pos["source_blocks"] and not has_source:
+    if spec.mode == "offline" and spec.position.source < spec.position.source_end and not has_source:
         yield "an offline delta needs the kept source filters (source.* tensors)"
 
 

@@ -84,10 +84,10 @@ class Adapter(nn.Module):
         if c_in == c_out:
             with torch.no_grad():
                 self.conv.weight.copy_(torch.eye(c_in).view(c_in, c_in, 1, 1))
-                self.conv.bias.zero_()
+                nn.init.zeros_(self.conv.bias)  # type: ignore[arg-type]
         else:
             nn.init.kaiming_normal_(self.conv.weight, nonlinearity="linear")
-            nn.init.zeros_(self.conv.bias)
+            nn.init.zeros_(self.conv.bias)  # type: ignore[arg-type]
             self.bn = nn.BatchNorm2d(c_out)
         self.resize_first = h_in * w_in > h_out * w_out
 
@@ -127,6 +127,60 @@ class Adapter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_shape={list(self.in_shape)}, out_shape={list(self.out_shape)}, kind={self.kind}"
+
+
+class Renorm(nn.Module):
+    """The adapter of a branch that reads the input image (R = 0): the source sees the image
+    normalised its own way, ``x_s = x_t · scale + shift`` per channel, where ``x_t`` is the image as the
+    target normalised it. Fixed (buffers, never trained); ``shape`` is the image shape ``(C, H, W)``."""
+
+    kind = "renorm"
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.in_shape: Shape = _as_shape(shape, "shape")
+        self.out_shape: Shape = self.in_shape
+        if len(self.in_shape) != 3:
+            raise ConfigError(f"a renorm adapter reads images (C, H, W), got {list(self.in_shape)}")
+        channels = self.in_shape[0]
+        self.register_buffer("scale", torch.ones(channels))
+        self.register_buffer("shift", torch.zeros(channels))
+
+    @classmethod
+    def between(
+        cls,
+        shape: Sequence[int],
+        target_norm: tuple[torch.Tensor, torch.Tensor],
+        source_norm: tuple[torch.Tensor, torch.Tensor],
+    ) -> Renorm:
+        """The map from the target's normalisation ``(mean, std)`` (per channel, or one value) to the source's."""
+        r = cls(shape)
+        c = r.in_shape[0]
+
+        def per_channel(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().double().reshape(-1).cpu().expand(c)
+
+        (tm, ts), (sm, ss) = (tuple(per_channel(t) for t in pair) for pair in (target_norm, source_norm))
+        with torch.no_grad():
+            r.scale.copy_(ts / ss)
+            r.shift.copy_((tm - sm) / ss)
+        return r
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shape": list(self.in_shape)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        view = (1, -1, 1, 1)
+        return x * self.scale.to(x.dtype).view(view) + self.shift.to(x.dtype).view(view)
+
+
+def adapter_from_config(config: dict[str, Any]) -> Adapter | Renorm:
+    """Rebuild an adapter's structure from its ``config()`` (then ``load_state_dict``)."""
+    if config.get("kind") == Renorm.kind:
+        return Renorm(config["shape"])
+    return build_adapter(config["in_shape"], config["out_shape"])
 
 
 def build_adapter(in_shape: Sequence[int], out_shape: Sequence[int]) -> Adapter:

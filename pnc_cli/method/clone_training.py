@@ -28,7 +28,7 @@ from ..core.errors import RuntimeFailure
 from ..core.progress import NullProgress, Progress
 from ..nets.registry import Network
 from .cloned_model import Branch, ClonedModel
-from .selector import ChannelSelector, count_kept_params, slice_state, unslice_state
+from .selector import ChannelSelector, bake_masks, count_kept_params
 from .surrogate import SurrogateResult, perturb
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,12 @@ def _temperature(config: CloneConfig, epoch: int) -> float:
     )
 
 
+def _branch(cloned: ClonedModel, name: str) -> Branch:
+    branch = cloned.branches[name]
+    assert isinstance(branch, Branch)
+    return branch
+
+
 class _Step:
     """One optimisation step's losses for a branch (shared by the main and fine-tune phases)."""
 
@@ -108,7 +114,7 @@ class _Step:
         self, cloned: ClonedModel, name: str, source: Network, local: LocalTargets | None, config: CloneConfig
     ) -> None:
         self.cloned, self.name, self.source, self.local, self.config = cloned, name, source, local, config
-        self.branch = cloned.branches[name]
+        self.branch = _branch(cloned, name)
         ratio = config.max_extra_ratio
         self.budget = None if ratio is None else int(ratio * cloned.target.num_params())
         self.offset = len(cloned.classes) - len(self.branch.classes)
@@ -217,7 +223,7 @@ def train_branch(
     device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    branch = cloned.branches[name]
+    branch = _branch(cloned, name)
     selector = _TrainSelector(branch.module, temperature=config.temperature, init_score=config.init_score).to(
         device
     )
@@ -311,10 +317,3 @@ def fit_budget(selector: ChannelSelector, branch: Branch, budget: int) -> bool:
             budget,
         )
     return ok
-
-
-@torch.no_grad()
-def bake_masks(module: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Zero the dropped output rows in place, so the module without hooks equals the hard-masked one."""
-    state = unslice_state(slice_state(module, masks), masks, module)
-    module.load_state_dict(state)

@@ -1,23 +1,36 @@
-"""The cloned model M_c: the frozen target plus one or more branches (method spec §3, seed Alg. 1 l.13/24).
+"""The cloned model M_c: the frozen target plus stacked branches (docs/method-spec.md §3, seed Alg. 1 l.13/24).
 
-Layer L3 (torch; uses adapter and the Network structure). A branch reads the target's features after
-block R, maps them with the adapter A to what the source's block R_s expects, runs the (masked) source
-blocks R_s..L_s-1 and a new head F_c with a scalar calibration, and appends its logits to the
-target's untouched logits:  M_c(x) = [head_t(M_t^[R:L](h)) ; F_c(M ⊙ M_s^[R_s:L_s](A(h)))],
-h = M_t^[0:R](x). The target is never an nn.Module child, so ``ClonedModel.parameters()`` are the
-branches' own parameters only.
+Layer: method (torch; uses the adapter and the ``Network`` structure). A branch reads the target's
+features after block R (R = 0: the input image), maps them with the adapter A to what the source's
+block R_s expects, and runs the source span ``M_s^[R_s:E_s]``, whose output, pooled to at most
+``pool × pool`` positions and restricted to the columns in ``keep``, is the branch's *feature* vector.
+Two heads read it:
+
+- ``joint`` (default): one linear head over ``[f_t ; f_1 ; … ; f_k]`` (the target's penultimate
+  features, every earlier branch's features and this branch's) giving logits for *every* class so far;
+  it replaces the logits of everything below it. Joint branches therefore come off last-in-first-out.
+- ``append`` (the seed-faithful alternative): a head on the branch's own features with a scalar
+  calibration; its logits are appended beside the logits of everything below it, so such branches
+  are independent of each other.
+
+The target's network is a real child module (``target_model``), so ``state_dict``, ``.to``,
+``.double`` and tracing see it; its parameters are frozen and it always runs in eval mode.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..nets.registry import Network
-from .adapter import Adapter, build_adapter
+from .adapter import Adapter, Renorm, build_adapter
+
+HEAD_KINDS = ("joint", "append")
 
 
 def source_position(target_position: int, target_blocks: int, source_blocks: int) -> int:
@@ -34,27 +47,60 @@ def last_linear(module: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def split_classifier(classifier: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """``(pre, last)`` with ``classifier(h) == last(pre(h))``; ``pre(h)`` is flat and is the target's
+    *penultimate features*: the input of its final Linear layer when the classifier is one or an
+    ``nn.Sequential`` ending in one, else the flattened block output (``last`` is then the classifier)."""
+    if isinstance(classifier, nn.Sequential) and len(classifier) and isinstance(classifier[-1], nn.Linear):
+        return nn.Sequential(*classifier[:-1], nn.Flatten(1)), classifier[-1]
+    return nn.Flatten(1), classifier
+
+
+def pool_features(h: torch.Tensor, pool: int) -> torch.Tensor:
+    """Flatten a block output: feature maps ``[N, C, H, W]`` are average-pooled to ``pool × pool``
+    first when they are larger (``pool = 0``: never pooled); flat features pass unchanged."""
+    if h.dim() == 4 and pool > 0 and (h.shape[2] > pool or h.shape[3] > pool):
+        h = F.adaptive_avg_pool2d(h, (min(pool, h.shape[2]), min(pool, h.shape[3])))
+    return h.flatten(1)
+
+
 class Branch(nn.Module):
-    """Adapter → source blocks (frozen, maskable) → head with calibration (scale, bias)."""
+    """Adapter → source span ``[R_s:E_s]`` (frozen, maskable) → pooled features → head.
+
+    ``head`` has ``in_features`` = the branch's own feature width (append) or the width of every
+    feature it reads (joint). ``keep`` (int64 buffer, optional) lists the feature columns the branch
+    exposes; ``None`` means all of them.
+    """
 
     def __init__(
         self,
         *,
-        adapter: Adapter,
+        adapter: Adapter | Renorm,
         module: nn.ModuleList,
         head: nn.Linear,
         position: int,
         source_position: int,
         classes: list[str],
+        source_end: int | None = None,
+        head_kind: str = "append",
+        pool: int = 0,
+        keep: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        if head_kind not in HEAD_KINDS:
+            raise ValueError(f"head kind must be one of {', '.join(HEAD_KINDS)}, got {head_kind!r}")
         self.adapter = adapter
         self.module = module
         self.head = head
-        self.calibration = nn.Parameter(torch.tensor([1.0, 0.0]))
+        self.calibration = nn.Parameter(torch.tensor([1.0, 0.0]), requires_grad=head_kind == "append")
         self.position = position
         self.source_position = source_position
+        self.source_end = source_position + len(module) if source_end is None else source_end
+        self.head_kind = head_kind
+        self.pool = pool
         self.classes = list(classes)
+        self.keep: torch.Tensor | None
+        self.register_buffer("keep", None if keep is None else keep.to(torch.int64))
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.module.eval()
@@ -64,18 +110,28 @@ class Branch(nn.Module):
         self.module.eval()  # frozen source filters: BatchNorm statistics never move
         return self
 
-    def features(self, h: torch.Tensor) -> torch.Tensor:
+    def run_module(self, h: torch.Tensor) -> torch.Tensor:
         for block in self.module:
             h = block(h)
         return h
 
+    def features(self, h_target: torch.Tensor) -> torch.Tensor:
+        """The branch's feature vector ``f_m`` from the target's features after block ``position``."""
+        f = pool_features(self.run_module(self.adapter(h_target)), self.pool)
+        return f if self.keep is None else f.index_select(1, self.keep)
+
     def source_logits(self, h_source: torch.Tensor) -> torch.Tensor:
-        """Uncalibrated new-class logits from the source's own features after block R_s (L_loc path)."""
-        return self.head(self.features(h_source))
+        """Append head only: uncalibrated new-class logits from the source's own features after block
+        R_s (the L_loc path)."""
+        return self.head(pool_features(self.run_module(h_source), self.pool))
+
+    def append_logits(self, f: torch.Tensor) -> torch.Tensor:
+        z = self.head(f)
+        return z * self.calibration[0] + self.calibration[1]
 
     def forward(self, h_target: torch.Tensor) -> torch.Tensor:
-        z = self.head(self.features(self.adapter(h_target)))
-        return z * self.calibration[0] + self.calibration[1]
+        """Append head: calibrated new-class logits. (A joint head needs every feature: see ClonedModel.)"""
+        return self.append_logits(self.features(h_target))
 
 
 def new_branch(
@@ -88,44 +144,67 @@ def new_branch(
     in_channels: int,
     input_size: int,
 ) -> Branch:
-    """A fresh branch at target position R: identity-initialised adapter, copied source blocks, head
-    initialised from the source classifier's rows of the cloned classes."""
+    """A fresh append-head branch at target position R (seed §3.2): identity-initialised adapter, the
+    source suffix ``[R_s:L_s]``, head initialised from the source classifier's rows of the cloned
+    classes. (Joint-head branches are built by ``method.joint``.)"""
     rs = source_position(position, target.num_blocks, source.num_blocks)
     t_shapes = target.block_shapes(in_channels, input_size)
     s_shapes = source.block_shapes(in_channels, input_size)
-    module = copy.deepcopy(nn.ModuleList(source.blocks[rs:]))
     src_head = last_linear(source.classifier)
+    module = copy.deepcopy(nn.ModuleList(source.blocks[rs:]))
     head = nn.Linear(src_head.in_features, len(class_index))
     with torch.no_grad():
         head.weight.copy_(src_head.weight[class_index])
         head.bias.copy_(src_head.bias[class_index])
     adapter = build_adapter(t_shapes[position], s_shapes[rs])
     return Branch(
-        adapter=adapter, module=module, head=head, position=position, source_position=rs, classes=classes
+        adapter=adapter,
+        module=module,
+        head=head,
+        position=position,
+        source_position=rs,
+        source_end=source.num_blocks,
+        classes=classes,
     )
 
 
 class ClonedModel(nn.Module):
-    """The target (frozen, not a child module) with branches whose logits are appended in order."""
+    """The target (frozen, a child module) with branches stacked in order (see the module docstring)."""
+
+    target_pre: nn.Module
+    target_last: nn.Module
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
 
     def __init__(
-        self, target: Network, target_classes: list[str], branches: dict[str, Branch] | None = None
+        self, target: Network, target_classes: Sequence[str], branches: dict[str, Branch] | None = None
     ) -> None:
         super().__init__()
-        self.target = target
+        self.target = target  # the Network view (blocks, classifier); its model is the child below
+        self.target_model = target.model
         self.target_classes = list(target_classes)
+        self.register_buffer("target_mean", target.mean.detach().clone().reshape(-1))
+        self.register_buffer("target_std", target.std.detach().clone().reshape(-1))
+        # views into target_model, kept out of the module tree so state_dict has no duplicate keys
+        self.__dict__["target_pre"], self.__dict__["target_last"] = split_classifier(target.classifier)
         self.branches = nn.ModuleDict(branches or {})
+        for p in self.target_model.parameters():
+            p.requires_grad_(False)
+        self.target_model.eval()
 
     @property
     def classes(self) -> list[str]:
-        return self.target_classes + [c for b in self.branches.values() for c in b.classes]  # type: ignore[union-attr]
+        return self.target_classes + [c for b in self._branches() for c in b.classes]
+
+    def _branches(self) -> list[Branch]:
+        return [b for b in self.branches.values() if isinstance(b, Branch)]
 
     def train(self, mode: bool = True) -> ClonedModel:
         """Only branches with trainable parameters enter train mode; the target and frozen
         (already cloned) branches stay in eval, so no BatchNorm statistic of theirs moves."""
         super().train(mode)
-        self.target.model.eval()
-        for branch in self.branches.values():
+        self.target_model.eval()
+        for branch in self._branches():
             if not any(p.requires_grad for p in branch.parameters()):
                 branch.eval()
         return self
@@ -134,14 +213,37 @@ class ClonedModel(nn.Module):
         self.target.to(device)
         return self.to(device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        wanted = {int(b.position) for b in self.branches.values()}  # type: ignore[union-attr]
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.target_mean.to(x.dtype).view(1, -1, 1, 1)
+        std = self.target_std.to(x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The target's penultimate features and its features before each block a branch reads."""
+        wanted = {b.position for b in self._branches()}
         feats: dict[int, torch.Tensor] = {}
-        h = self.target.normalize(x)
+        h = self.normalize(x)
         for i, block in enumerate(self.target.blocks):
             if i in wanted:
                 feats[i] = h
             h = block(h)
-        outs = [self.target.classifier(h)]
-        outs += [b(feats[b.position]) for b in self.branches.values()]  # type: ignore[operator, union-attr]
-        return torch.cat(outs, dim=1)
+        return self.target_pre(h), feats
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[f_t, f_1, …, f_k]``: what a new joint head on top of this model reads."""
+        f_t, feats = self.trunk(x)
+        return [f_t, *(b.features(feats[b.position]) for b in self._branches())]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f_t, feats = self.trunk(x)
+        z = self.target_last(f_t)
+        read = [f_t]
+        for b in self._branches():
+            f = b.features(feats[b.position])
+            read.append(f)
+            z = (
+                b.head(torch.cat(read, dim=1))
+                if b.head_kind == "joint"
+                else torch.cat([z, b.append_logits(f)], 1)
+            )
+        return z

@@ -421,3 +421,10 @@ def count_kept_params(
     sliced = slice_state(module, masks, in_shape)
     names = {k for k, _ in module.named_parameters()}
     return sum(v.numel() for k, v in sliced.items() if k in names)
+
+
+@torch.no_grad()
+def bake_masks(module: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the dropped output rows in place, so the module without hooks equals the hard-masked one."""
+    state = unslice_state(slice_state(module, masks), masks, module)
+    module.load_state_dict(state)

@@ -31,6 +31,8 @@ torch.set_num_threads(1)
 
 JSON_KEYS = {"ori_acc", "tar_acc", "avg_acc", "locality", "extra_params_ratio", "position", "search"}
 FAST = ["--epochs", "1"]
+SEARCH_APPEND = ["--head", "append", "--epochs", "1"]  # the gradient-trained appended head, by position
+APPEND = [*SEARCH_APPEND, "--max-ori-drop", "-1"]  # 1 epoch on tiny nets: no Ori gate
 
 
 def run(*args: Any) -> Any:
@@ -104,7 +106,7 @@ def at_one(models: SimpleNamespace) -> SimpleNamespace:
         models.target,
         "-c",
         5,
-        *FAST,
+        *APPEND,
         "--position",
         1,
         "-o",
@@ -149,8 +151,10 @@ def test_short_form_uses_the_recorded_data_and_prints_one_json_document(
         < doc["extra_params_ratio"]
         == pytest.approx(doc["extra_params"] / load_model(models.target).network.num_params())
     )
-    assert [s["position"] for s in doc["search"]] == [2, 1, 0]  # --position auto searched every boundary
-    assert doc["position"] in (0, 1, 2) and doc["mode"] == "offline"
+    # the joint head (default) searched every source span [0:E] from the input, pooled to fit
+    assert doc["head"] == "joint" and {s["source_end"] for s in doc["search"]} <= {1, 2, 3}
+    assert doc["position"] == 0 and doc["mode"] == "offline"
+    assert doc["extra_params_ratio"] <= 0.1 + 1e-9  # the default size budget, head included
     delta = read_delta(out)
     assert delta.classes == ["5"] and delta.info["target"]["sha256"] == load_model(models.target).sha256
     assert delta.info["metrics"]["tar_acc"] == pytest.approx(doc["tar_acc"])
@@ -166,7 +170,7 @@ def test_table_output(models: SimpleNamespace, tmp_path: Path) -> None:
         models.target,
         "-c",
         5,
-        *FAST,
+        *APPEND,
         "--position",
         2,
         "-o",
@@ -191,7 +195,14 @@ def test_position_1(at_one: SimpleNamespace) -> None:
     assert doc["position"] == 1 and doc["source_position"] == 1
     assert [s["position"] for s in doc["search"]] == [1]
     info = read_delta(at_one.delta).info
-    assert info["position"] == {"target": 1, "source": 1, "target_blocks": 3, "source_blocks": 3}
+    assert info["position"] == {
+        "target": 1,
+        "source": 1,
+        "source_end": 3,
+        "target_blocks": 3,
+        "source_blocks": 3,
+    }
+    assert info["head"] == {"kind": "append", "pool": 0}
 
 
 def test_merged_writes_a_working_cloned_model(models: SimpleNamespace, at_one: SimpleNamespace) -> None:
@@ -218,7 +229,7 @@ def test_link_source_writes_an_online_delta_that_needs_its_source(
         models.target,
         "-c",
         5,
-        *FAST,
+        *APPEND,
         "--position",
         1,
         "--link-source",
@@ -246,15 +257,19 @@ def test_mixed_pair_tiny_cnn_to_lenet5(models: SimpleNamespace, tmp_path: Path) 
     doc = json.loads(
         ok("clone", "-s", models.source, "-t", models.lenet, "-c", 5, *FAST, "-o", out, "--json").stdout
     )
-    assert [s["position"] for s in doc["search"]] == [2, 1, 0]
+    assert doc["head"] == "joint" and doc["search"]
     info = read_delta(out).info
     assert (info["source"]["arch"], info["target"]["arch"]) == ("tiny_cnn", "lenet5")
     ok("apply", "-t", models.lenet, "-d", out, "-o", cloned, "--quiet")
     model, _, _ = load_cloned(cloned)
     x = torch.rand(4, 1, 16, 16)
+    target = load_model(models.lenet)
     with torch.no_grad():
-        logits = model(x)
-        assert logits.shape == (4, 6) and torch.equal(logits[:, :5], load_model(models.lenet).network(x))
+        assert model(x).shape == (4, 6)
+        # the joint head reads the target's penultimate features; the target itself is untouched
+        assert all(
+            torch.equal(v, target.network.state_dict()[k]) for k, v in model.target_model.state_dict().items()
+        )
 
 
 def test_rename_lets_a_colliding_class_in(models: SimpleNamespace, tmp_path: Path) -> None:
@@ -271,7 +286,7 @@ def test_rename_lets_a_colliding_class_in(models: SimpleNamespace, tmp_path: Pat
             2,
             "--rename",
             "2=two",
-            *FAST,
+            *APPEND,
             "--position",
             1,
             "-o",
@@ -306,12 +321,59 @@ def test_search_writes_a_plot_and_a_search_file(models: SimpleNamespace, tmp_pat
         ).stdout
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and doc["plot"] == str(png)
-    assert [s["position"] for s in doc["search"]] == [2, 1, 0] and JSON_KEYS <= set(doc)
+    assert [s["source_end"] for s in doc["search"]] == sf_ends(doc) and JSON_KEYS <= set(doc)
     sf = read_search(out)
-    assert (
-        sf.curves["position"].tolist() == [2, 1, 0] and sf.delta.info["position"]["target"] == doc["position"]
-    )
+    assert sf.curves["source_end"].tolist() == sf_ends(doc)
+    assert sf.delta.info["position"]["source_end"] == doc["source_end"] and doc["head"] == "joint"
     assert json.loads(ok("info", out, "--json").stdout)["kind"] == "search"
+
+
+def sf_ends(doc: dict[str, Any]) -> list[int]:
+    """The spans a joint search reports, in order (each source block output, at up to 3 poolings)."""
+    ends = [s["source_end"] for s in doc["search"]]
+    assert ends == sorted(ends) and set(ends) <= {1, 2, 3}
+    return ends
+
+
+def test_search_then_clone_append_finishes_with_the_searched_settings(
+    models: SimpleNamespace, tmp_path: Path
+) -> None:
+    """An append-head search file finished by `clone --search`: the delta records the settings that
+    trained it (the search's), not the finishing command's defaults."""
+    sf, out = tmp_path / "s.safetensors", tmp_path / "d.safetensors"
+    ok(
+        "search",
+        "-s",
+        models.source,
+        "-t",
+        models.target,
+        "-c",
+        5,
+        *SEARCH_APPEND,
+        "--lr",
+        0.02,
+        "-o",
+        sf,
+        "--quiet",
+    )
+    ok(
+        "clone",
+        "-s",
+        models.source,
+        "-t",
+        models.target,
+        "-c",
+        5,
+        "--head",
+        "append",
+        "--search",
+        sf,
+        "-o",
+        out,
+        "--quiet",
+    )
+    clone_cfg = read_delta(out).info["config"]["clone"]
+    assert clone_cfg["lr"] == 0.02 and clone_cfg["epochs"] == 1 and clone_cfg["head"] == "append"
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -436,7 +498,7 @@ def test_clone_onto_a_cloned_model_trains_against_the_stack(
             at_one.merged,
             "-c",
             "6",
-            *FAST,
+            *APPEND,
             "--position",
             "1",
             "-o",

@@ -142,8 +142,6 @@ def test_clone_best_writes_the_delta(run_cli: Callable, models: dict[str, Path],
         out,
         "--clone-epochs",
         "1",
-        "--position",
-        "2",
         "--json",
         *FAST,
     )

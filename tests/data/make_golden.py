@@ -1,8 +1,9 @@
 """Tiny targets, sources and deltas for tests, and the golden delta of format version 1.
 
-``python tests/data/make_golden.py`` (re)writes ``delta_v1_tiny.safetensors`` from seed 0. Run it only to
-create a golden file for a NEW format version (under a new name); the committed v1 file must keep
-loading — and running — in every future pnc (docs/delta-format.md, "Version policy").
+``python tests/data/make_golden.py v2`` (re)writes ``delta_v2_joint_tiny.safetensors`` (``v1``:
+``delta_v1_tiny.safetensors``) from seed 0. Run it only to create a golden file for a NEW format version
+(under a new name); the committed files must keep loading — and running — in every future pnc
+(docs/delta-format.md, "Version policy").
 
 The helpers build synthetic deltas of the right shape and schema for ``tiny_cnn`` models (1 channel,
 16 px, 3 blocks), without training: the tests here are about the file format, not about accuracy.
@@ -20,10 +21,14 @@ from pnc_cli.io.delta_file import DeltaFile, write_delta
 from pnc_cli.io.model_file import ModelSpec, save_model
 from pnc_cli.io.safetensors_io import content_sha256
 from pnc_cli.method.adapter import build_adapter
+from pnc_cli.method.branch_state import branch_info, branch_tensors
+from pnc_cli.method.cloned_model import ClonedModel
+from pnc_cli.method.joint import JointSettings, batches, fit_joint
 from pnc_cli.method.selector import maskable_layers, slice_state
 from pnc_cli.nets.architectures import Network, build_network
 
 GOLDEN = Path(__file__).with_name("delta_v1_tiny.safetensors")
+GOLDEN_V2 = Path(__file__).with_name("delta_v2_joint_tiny.safetensors")
 ARCH, CHANNELS, SIZE, BLOCKS = "tiny_cnn", 1, 16, 3
 TARGET_CLASSES = ("0", "1", "2")
 SOURCE_CLASSES = ("3", "4", "5", "6")
@@ -118,10 +123,62 @@ def golden_delta() -> DeltaFile:
     return make_delta(target_sha=target_sha, source_net=source_net, source_sha=source_sha, seed=0)
 
 
+def golden_joint_delta() -> DeltaFile:
+    """A version-2 delta with a joint head, fitted in closed form on random images (seed 0)."""
+    target, spec, target_sha = tiny_network(TARGET_CLASSES, seed=0)
+    source_net, source_spec, source_sha = tiny_network(SOURCE_CLASSES, seed=1)
+    target.mean, target.std = torch.tensor(spec.mean), torch.tensor(spec.std)
+    source_net.mean, source_net.std = torch.tensor(source_spec.mean), torch.tensor(source_spec.std)
+    target.freeze(), source_net.freeze()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, CHANNELS, SIZE, SIZE, generator=g)
+    y = torch.randint(0, len(TARGET_CLASSES) + 1, (64,), generator=g)
+    out = fit_joint(
+        base=ClonedModel(target, TARGET_CLASSES).eval(),
+        source=source_net,
+        new_classes=["5"],
+        image_shape=(CHANNELS, SIZE, SIZE),
+        train=batches(x[:48], y[:48], 16),
+        val=(x[48:], y[48:]),
+        settings=JointSettings(budget=2000),
+    )
+    branch = out.branch
+    io = {"channels": CHANNELS, "size": SIZE}
+    tensors = branch_tensors(branch, out.masks, online=False)
+    structure = branch_info(branch)
+    info = {
+        "target": {"sha256": target_sha, "arch": ARCH, "classes": list(TARGET_CLASSES), "input": io},
+        "source": {
+            "sha256": source_sha,
+            "arch": ARCH,
+            "arch_kwargs": {},
+            "classes": list(SOURCE_CLASSES),
+            "input": io,
+            "normalization": {"mean": [0.5], "std": [0.25]},
+            "num_blocks": BLOCKS,
+        },
+        "classes": ["5"],
+        "source_class_index": [SOURCE_CLASSES.index("5")],
+        "position": {**structure["position"], "target_blocks": BLOCKS, "source_blocks": BLOCKS},
+        "adapter": structure["adapter"],
+        "head": structure["head"],
+        "reads": [],
+        "mode": "offline",
+        "config": {"head": "joint"},
+        "seed": 0,
+    }
+    delta = DeltaFile("clone-5", tensors, info)
+    delta.info["extra_params"] = delta.num_params
+    return delta
+
+
 def main() -> None:
+    """``make_golden.py [v1|v2] [OUT]``: write a golden delta of that format version."""
     torch.set_num_threads(1)
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else GOLDEN
-    sha = write_delta(out, golden_delta(), force=True)
+    version = sys.argv[1] if len(sys.argv) > 1 else "v2"
+    default, make = (GOLDEN, golden_delta) if version == "v1" else (GOLDEN_V2, golden_joint_delta)
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else default
+    sha = write_delta(out, make(), force=True)
     print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {sha})")
 
 

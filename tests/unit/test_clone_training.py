@@ -22,9 +22,9 @@ from pnc_cli.api import cloning
 from pnc_cli.core.config import CloneConfig, SurrogateConfig
 from pnc_cli.io.data import conform_set, load_data
 from pnc_cli.io.model_file import LoadedModel, load_model
-from pnc_cli.method.clone_training import LocalTargets, bake_masks, train_branch
+from pnc_cli.method.clone_training import LocalTargets, train_branch
 from pnc_cli.method.cloned_model import ClonedModel, new_branch
-from pnc_cli.method.selector import ChannelSelector, maskable_layers
+from pnc_cli.method.selector import ChannelSelector, bake_masks, maskable_layers
 from pnc_cli.method.surrogate import fit_surrogate
 from pnc_cli.nets.registry import Network
 from pnc_cli.nets.training import predict_logits
@@ -32,8 +32,16 @@ from pnc_cli.nets.training import predict_logits
 torch.set_num_threads(1)
 
 FAST = CloneConfig(
-    epochs=2, finetune_epochs=1, alpha=0.01, beta=0.01, loc_samples=4, loc_masks=4, seed=0
-)  # every loss term on
+    head="append",
+    epochs=2,
+    finetune_epochs=1,
+    alpha=0.01,
+    beta=0.01,
+    loc_samples=4,
+    loc_masks=4,
+    seed=0,
+    max_ori_drop=None,
+)  # the appended head, every loss term on
 SURROGATE = SurrogateConfig(samples=16, masks=16, seed=0)
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pnc_cli.api.branches import branch_from_delta, branch_tensors
+from pnc_cli.api.branches import branch_from_delta
 from pnc_cli.core.errors import DeltaFormatError
 from pnc_cli.io.delta_file import DeltaFile, read_delta, write_delta
-from pnc_cli.method.clone_training import bake_masks
+from pnc_cli.method.branch_state import branch_tensors
 from pnc_cli.method.cloned_model import Branch, ClonedModel, last_linear, new_branch, source_position
-from pnc_cli.method.selector import maskable_layers
+from pnc_cli.method.selector import bake_masks, maskable_layers
 from pnc_cli.nets.architectures import Network, build_network
 
 torch.set_num_threads(1)
@@ -73,9 +73,13 @@ def test_one_branch_keeps_target_logits_exactly() -> None:
     assert out.shape == (len(x), 6)
     assert torch.equal(out[:, :5], expected)
     assert cloned.classes == [*TARGET_CLASSES, "5"]
-    # the target is not a child module: the cloned model's parameters are the branch's own
+    # the target is a real child (state_dict, .to, tracing see it), frozen; the trainable
+    # parameters are the branch's own
     target_ids = {id(p) for p in target.model.parameters()}
-    assert not target_ids & {id(p) for p in cloned.parameters()}
+    assert target_ids <= {id(p) for p in cloned.parameters()}
+    trainable = {id(p) for p in cloned.parameters() if p.requires_grad}
+    assert not target_ids & trainable and trainable
+    assert all(k in cloned.state_dict() for k in (f"target_model.{n}" for n in target.model.state_dict()))
 
 
 def test_two_branches_at_different_positions() -> None:

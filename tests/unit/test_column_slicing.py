@@ -8,10 +8,10 @@ import copy
 import torch
 from torch import nn
 
-from pnc_cli.method.clone_training import bake_masks
 from pnc_cli.method.metrics import zest_locality
 from pnc_cli.method.selector import (
     ChannelSelector,
+    bake_masks,
     count_kept_params,
     maskable_layers,
     slice_state,

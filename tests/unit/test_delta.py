@@ -80,7 +80,7 @@ def test_round_trip_and_deterministic_bytes(env: SimpleNamespace) -> None:
     write_delta(env.dir / "b.safetensors", back)
     assert (env.dir / "a.safetensors").read_bytes() == (env.dir / "b.safetensors").read_bytes()
     _, meta = read_safetensors(env.dir / "a.safetensors")
-    assert meta["pnc.kind"] == "delta" and meta["pnc.format_version"] == "1" and meta["format"] == "pt"
+    assert meta["pnc.kind"] == "delta" and meta["pnc.format_version"] == "2" and meta["format"] == "pt"
     assert meta["pnc.delta.name"] == '"clone-5"' and meta["pnc.sha256"] == sha
 
 
@@ -111,8 +111,8 @@ def test_golden_v1_file_still_reads() -> None:
 
 
 def test_newer_version_is_refused(env: SimpleNamespace) -> None:
-    bad = _rewrite(env.d5, env.dir / "v2.safetensors", **{"pnc.format_version": "2"})
-    with pytest.raises(DeltaFormatError, match="newer than supported 1; upgrade pnc"):
+    bad = _rewrite(env.d5, env.dir / "v3.safetensors", **{"pnc.format_version": "3"})
+    with pytest.raises(DeltaFormatError, match="newer than supported 2; upgrade pnc"):
         read_delta(bad)
 
 

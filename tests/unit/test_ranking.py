@@ -218,7 +218,10 @@ def test_rank_and_clone_reuses_the_winners_surrogate(models: dict[str, Path], tm
         config=FAST,
         surrogates_dir=tmp_path / "G",
         device="cpu",
-        clone_kwargs={"config": CloneConfig(epochs=1, alpha=0.01, beta=0.01), "position": 2},
+        clone_kwargs={
+            "config": CloneConfig(head="append", epochs=1, alpha=0.01, beta=0.01, max_ori_drop=None),
+            "position": 2,
+        },
     )
     best = doc["ranking"][0]
     assert out.exists() and doc["clone"]["source"] == best["source"]

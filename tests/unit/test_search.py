@@ -28,7 +28,9 @@ from pnc_cli.method.search import PositionScore, choose
 
 torch.set_num_threads(1)
 
-FAST = CloneConfig(epochs=1, finetune_epochs=0, loc_samples=4, loc_masks=4, seed=0)
+FAST = CloneConfig(
+    head="append", epochs=1, finetune_epochs=0, loc_samples=4, loc_masks=4, seed=0, max_ori_drop=None
+)  # the position search of the appended head
 
 
 def score(position: int, loss: float, val: float) -> PositionScore:
