@@ -21,6 +21,7 @@ from ..io.data import load_data
 from ..io.delta_file import count_params
 from ..io.model_file import load_model
 from ..io.safetensors_io import check_output, read_header
+from ..method.joint import candidates
 from .cloning import gather_inputs, positions_for
 from .deltas import assemble, check_verifiable, select_removal
 
@@ -75,7 +76,23 @@ def plan_clone(
         position=position,
     )
     target_params = inp.target.network.num_params()
-    positions = [] if search is not None else positions_for(position, inp.target.network.num_blocks)
+    joint = config.head == "joint" and search is None
+    spec = inp.target.spec
+    if search is not None:
+        positions: list[int] = []
+    elif joint:
+        positions = [0]  # the joint head reads the source from the input
+    else:
+        positions = positions_for(position, inp.target.network.num_blocks)
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    spans = (
+        [
+            {"source_end": c.end, "pool": c.pool, "features": c.dim}
+            for c in candidates(inp.source.network, shape, config.max_features)
+        ]
+        if joint
+        else []
+    )
     bound = config.max_extra_ratio * target_params if config.max_extra_ratio else None
     return {
         "command": command,
@@ -89,10 +106,12 @@ def plan_clone(
         "train_samples": len(inp.train[1]),
         "val_samples": 0 if inp.val is None else len(inp.val[1]),
         "test_samples": len(inp.test[1]),
+        "head": config.head,
         "positions": positions,
+        "spans": spans,
         "finish_from_search": str(search) if search is not None else None,
         "surrogate": str(surrogate) if surrogate is not None else None,
-        "epochs_per_position": config.epochs,
+        "epochs_per_position": None if joint else config.epochs,
         "outputs": [_output(o, force) for o in outputs],
         "target_params": target_params,
         "source_params": inp.source.network.num_params(),
