@@ -168,6 +168,11 @@ def gather_inputs(
     assert data is not None  # recorded_data raises when there is none
     if target_data is None:
         target_data = recorded_data(tgt, "target", required=False)
+    if target_data is None:  # a branch never shown the target's domain never learns to stay silent
+        raise UsageError(
+            f"target {tgt.path} records no usable training data, so the clone would have no target-domain "
+            "samples and silently break the target's classes; pass --target-data (e.g. the target's data)"
+        )
     spec = tgt.spec
     try:
         clone_train = conform_set(
@@ -596,7 +601,12 @@ def clone(
     ``pnc search`` file) → binarised branch → held-out metrics → delta file.
     """
     config, sconfig, dev = _setup(
-        config, surrogate_config, [output, merged], force, device, [source, target, surrogate, search]
+        config,
+        surrogate_config,
+        [output, merged],
+        force,
+        device,
+        [source, target, surrogate, search, data, target_data],
     )
     progress = progress or NullProgress()
     start = time.perf_counter()
@@ -666,7 +676,12 @@ def search(
 ) -> dict[str, Any]:
     """Train every insertion position, report the curve, keep R*'s branch in a search file."""
     config, sconfig, dev = _setup(
-        config, surrogate_config, [output, plot], force, device, [source, target, surrogate]
+        config,
+        surrogate_config,
+        [output, plot],
+        force,
+        device,
+        [source, target, surrogate, data, target_data],
     )
     progress = progress or NullProgress()
     start = time.perf_counter()

@@ -202,28 +202,31 @@ def apply_delta(
 
 
 def _restore(cloned: ClonedFile, out: Path, force: bool) -> dict[str, Any]:
+    """Write the original target back; both hashes are checked on the temporary file, before it
+    replaces anything, so a failed check leaves an existing output untouched."""
     want = cloned.target_sha256
-    atomic_write_bytes(out, target_bytes(cloned), force=force)
-    try:
-        tensors, _ = read_safetensors(out)
+    found: dict[str, str] = {}
+
+    def verify(tmp: Path) -> None:
+        tensors, _ = read_safetensors(tmp)
         sha = content_sha256(tensors)
         if sha != want:
             raise VerificationError(
-                f"{out}: restored tensors hash to {sha[:12]}, the original to {want[:12]}; output removed"
+                f"{out}: restored tensors hash to {sha[:12]}, the original to {want[:12]}; nothing written"
             )
-        on_disk = file_sha256(out)
+        on_disk = file_sha256(tmp)
         if cloned.target_file_sha256 and on_disk != cloned.target_file_sha256:
             raise VerificationError(
                 f"{out}: restored file hashes to {on_disk[:12]}, the original to "
-                f"{cloned.target_file_sha256[:12]}; output removed"
+                f"{cloned.target_file_sha256[:12]}; nothing written"
             )
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+        found.update(sha=sha, file=on_disk)
+
+    atomic_write_bytes(out, target_bytes(cloned), force=force, verify=verify)
     return {
-        "sha256": sha,
-        "file_sha256": on_disk,
-        "identical_to_original": cloned.target_file_sha256 == on_disk,
+        "sha256": found["sha"],
+        "file_sha256": found["file"],
+        "identical_to_original": cloned.target_file_sha256 == found["file"],
         "tensors_identical": True,
     }
 

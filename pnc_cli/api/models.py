@@ -439,9 +439,4 @@ def recorded_data(model: Any, role: str, *, required: bool = True) -> str | None
     if required:
         why = f"its recorded data {name!r} is not available" if name else "it records no training data"
         raise UsageError(f"{role} {model.path}: {why}; pass --data")
-    log.warning(
-        "%s %s records no usable training data; training without target-domain samples (pass --target-data)",
-        role,
-        model.path,
-    )
-    return None
+    return None  # the caller decides (clone refuses without target-domain data)

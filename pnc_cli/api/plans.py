@@ -56,7 +56,7 @@ def plan_clone(
 ) -> dict[str, Any]:
     """The resolved data, sample counts, positions to search, outputs and the delta's size bound."""
     config = config or CloneConfig()
-    inputs = [i for i in (source, target, surrogate, search) if i is not None]
+    inputs = [i for i in (source, target, surrogate, search, data, target_data) if i is not None]
     outputs = [o for o in (output, merged) if o is not None]
     if len({Path(o).resolve() for o in outputs}) < len(outputs):
         raise UsageError(f"the output files must differ: {', '.join(map(str, outputs))}")

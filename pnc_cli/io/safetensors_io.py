@@ -12,9 +12,10 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,28 +99,74 @@ def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) 
     return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
 
 
-def check_output(path: str | Path, *, force: bool, inputs: Iterable[str | Path] = ()) -> Path:
-    """Refuse an existing output without ``force``, an output that is one of the command's ``inputs``
-    (inputs are never modified), and an output directory that is missing or not writable."""
-    out = Path(path)
-    if out.is_dir():
+def _replaceable(out: Path) -> Path:
+    """The path to replace for output ``out``: ``out`` itself, or the regular file a symlink points to.
+
+    Only regular files are ever replaced: a directory, device, FIFO or socket (or a symlink to one, or
+    a dangling symlink) is refused, with or without --force.
+    """
+    try:
+        lst = os.lstat(out)
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
+        raise UsageError(f"output {out} cannot be inspected ({exc.strerror}); choose another -o") from None
+    if stat.S_ISLNK(lst.st_mode):
+        try:
+            st = os.stat(out)
+        except OSError:
+            raise UsageError(
+                f"output {out} is a symbolic link to nothing; pnc only replaces regular files, choose another -o"
+            ) from None
+    else:
+        st = lst
+    if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"output {out} is a directory; give a file name")
-    if out.exists():
+    if not stat.S_ISREG(st.st_mode):
+        what = (
+            "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )
+        raise UsageError(
+            f"output {out} is {what}; pnc only replaces regular files (use - for stdout), choose another -o"
+        )
+    return Path(os.path.realpath(out)) if stat.S_ISLNK(lst.st_mode) else out
+
+
+def check_output(path: str | Path, *, force: bool, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse an existing output without ``force``, an output that is one of the command's ``inputs``
+    (same path, symlink or hard link: inputs are never modified, even with ``force``), an output that
+    is not a regular file (directory, device, FIFO, socket, or a link to one), and an output directory
+    that is missing or not writable. Returns the path to write (a symlink's regular target)."""
+    out = Path(path)
+    real = _replaceable(out)
+    if os.path.lexists(out):
         for inp in inputs:
-            if Path(inp).exists() and os.path.samefile(out, inp):
+            if inp is None or str(inp) == "":
+                continue
+            try:
+                same = os.path.samefile(real, inp)
+            except OSError:  # input missing (a built-in data name) or unreadable: not the output
+                same = False
+            if same:
                 raise UsageError(
-                    f"output {out} is also an input; inputs are never modified, choose another -o"
+                    f"output {out} is also an input ({inp}); inputs are never modified, choose another -o"
                 )
         if not force:
             raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = real.parent if str(real.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise UsageError(f"output directory {parent} is not a directory; choose another -o")
     if not parent.is_dir():
         raise UsageError(f"output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"output directory {parent} is not writable; choose another -o")
-    return out
+    return real
 
 
 def _default_mode() -> int:
@@ -129,20 +176,37 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, force: bool = False) -> Path:
-    """Write ``data`` to a temporary file next to ``path``, then rename it into place (never half-written)."""
-    out = check_output(path, force=force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+def atomic_write_bytes(
+    path: str | Path,
+    data: bytes,
+    *,
+    force: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+    verify: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``data`` to a temporary file next to ``path``, then rename it into place (never half-written).
+
+    ``verify(tmp)`` runs on the complete temporary file before it replaces anything: when it raises,
+    an existing output is left untouched. The temporary file lives in the output's directory (same file
+    system, so ``os.replace`` is atomic) and is removed on every failure path, Ctrl-C included.
+    """
+    out = check_output(path, force=force, inputs=inputs)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
+        if verify is not None:
+            verify(Path(tmp))
+        check_output(out, force=force, inputs=inputs)  # still a regular file (or absent) right before
         os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return out
 
 
@@ -152,9 +216,11 @@ def write_safetensors(
     metadata: Mapping[str, str],
     *,
     force: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+    verify: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write tensors and string metadata atomically and deterministically."""
-    return atomic_write_bytes(path, serialize(tensors, metadata), force=force)
+    """Write tensors and string metadata atomically and deterministically (see ``atomic_write_bytes``)."""
+    return atomic_write_bytes(path, serialize(tensors, metadata), force=force, inputs=inputs, verify=verify)
 
 
 # Bytes per element of every safetensors dtype this reader accepts (sub-byte float types excluded).
