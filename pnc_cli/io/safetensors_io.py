@@ -107,7 +107,7 @@ def _replaceable(out: Path) -> Path:
     """
     try:
         lst = os.lstat(out)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the parent checks of check_output say why
         return out
     except OSError as exc:
         raise UsageError(f"output {out} cannot be inspected ({exc.strerror}); choose another -o") from None
