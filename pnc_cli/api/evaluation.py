@@ -26,7 +26,9 @@ def evaluate_cloned(
     device: str,
     eval_data: Any,
 ) -> dict[str, Any]:
-    """Accuracy per class plus Ori/Tar/Avg Acc, locality and the extra-params ratio of a cloned model.
+    """Accuracy per class plus Ori/Tar/Avg Acc, locality and the extra-params ratio of a cloned model,
+    and the target alone on the same target-class samples (``target_ori_acc``; ``ori_drop`` = target
+    alone minus cloned Ori Acc, positive when cloning cost accuracy on the target's classes).
 
     ``eval_data(spec, data, classes, split, split_seed) -> ImageSet`` selects and conforms the data.
     """
@@ -40,6 +42,9 @@ def evaluate_cloned(
     m = cloning_metrics(pred, ds.labels, spec.num_classes, target_pred=target_pred)
     ori = ds.images[ds.labels < spec.num_classes]
     zest = zest_locality(cloned.target, cloned, ori) if len(ori) else None
+    is_ori = ds.labels < spec.num_classes
+    # the target alone on the same target-class samples: what the cloned model is gated against
+    target_ori = accuracy(target_pred[is_ori], ds.labels[is_ori]) if bool(is_ori.any()) else None
     extra = sum(d.num_params for d in cf.deltas)
     target_params = cloned.target.num_params()
     return {
@@ -56,6 +61,8 @@ def evaluate_cloned(
         "tar_acc": m["tar_acc"],
         "avg_acc": m["avg_acc"],
         "mean_acc": m["mean_acc"],
+        "target_ori_acc": target_ori,
+        "ori_drop": None if target_ori is None else target_ori - m["ori_acc"],
         "locality": m.get("locality"),
         "zest_distance": zest,
         "extra_params": extra,
