@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench lint clean venv
+.PHONY: demo test test-unit bench lint format-check typecheck clean venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,18 @@ demo: $(VENV)/.stamp-data,plot,dev
 test: $(VENV)/.stamp-data,plot,dev
 	$(PY) -m pytest
 
+# the fast tier's unit tests only (tests/unit), seconds rather than minutes
+test-unit: $(VENV)/.stamp-data,plot,dev
+	$(PY) -m pytest tests/unit
+
 lint: $(VENV)/.stamp-data,plot,dev
 	$(PY) -m ruff check pnc_cli tests benchmarks examples
+
+format-check: $(VENV)/.stamp-data,plot,dev
+	$(PY) -m ruff format --check pnc_cli tests benchmarks examples
+
+typecheck: $(VENV)/.stamp-data,plot,dev
+	$(PY) -m mypy pnc_cli
 
 bench: $(VENV)/.stamp-data,plot,dev,bench
 	PY=$(PY) bash benchmarks/run_all.sh

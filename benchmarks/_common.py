@@ -30,7 +30,7 @@ from pnc_cli.io.data import conform_set, load_data
 from pnc_cli.io.model_file import load_model
 from pnc_cli.method.cloned_model import last_linear
 from pnc_cli.method.metrics import cloning_metrics
-from pnc_cli.nets.registry import Network
+from pnc_cli.nets import Network
 from pnc_cli.nets.training import predict_logits
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

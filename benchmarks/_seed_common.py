@@ -32,7 +32,7 @@ from pnc_cli.api import clone  # noqa: E402
 from pnc_cli.core.config import CloneConfig  # noqa: E402
 from pnc_cli.io.data import conform_set, load_data  # noqa: E402
 from pnc_cli.method.cloned_model import last_linear  # noqa: E402
-from pnc_cli.nets.registry import Network  # noqa: E402
+from pnc_cli.nets import Network  # noqa: E402
 from pnc_cli.nets.training import predict_logits  # noqa: E402
 
 CACHE = Path("bench-out/seed-bases")

@@ -26,7 +26,7 @@ from ..io.delta_file import KIND_CLONED, file_kind
 from ..io.model_file import ModelSpec, build_from_spec, load_model, save_model
 from ..io.safetensors_io import check_output, read_header
 from ..method.cloned_model import ClonedModel
-from ..nets.architectures import get_architecture, list_architectures
+from ..nets.registry import get_architecture, list_architectures
 from ..nets.training import (
     accuracy,
     fit_classifier,

@@ -23,7 +23,8 @@ from ..core.errors import (
     VerificationError,
 )
 from ..core.version import __version__
-from ..nets.architectures import Network, build_network, get_architecture
+from ..nets.network import Network, build_network
+from ..nets.registry import get_architecture
 from .safetensors_io import (
     check_kind,
     check_version,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..core.config import CloneConfig
 from ..core.errors import RuntimeFailure
 from ..core.progress import NullProgress, Progress
-from ..nets.registry import Network
+from ..nets.network import Network
 from .cloned_model import Branch, ClonedModel
 from .selector import ChannelSelector, bake_masks, count_kept_params
 from .surrogate import SurrogateResult, perturb

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nets.registry import Network
+from ..nets.network import Network
 from .adapter import Adapter, Renorm, build_adapter
 
 HEAD_KINDS = ("joint", "append")

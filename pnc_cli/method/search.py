@@ -16,7 +16,7 @@ import torch
 
 from ..core.config import CloneConfig
 from ..core.progress import NullProgress, Progress
-from ..nets.registry import Network
+from ..nets.network import Network
 from ..nets.training import predict_logits
 from .clone_training import BranchTrainResult, LocalTargets, train_branch
 from .cloned_model import Branch, ClonedModel

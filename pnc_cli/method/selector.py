@@ -36,12 +36,12 @@ def _key(name: str) -> str:
     return name.replace(".", "__") if name else "__root__"
 
 
-def maskable_layers(module: nn.Module) -> dict[str, nn.Module]:
+def maskable_layers(module: nn.Module) -> dict[str, nn.Conv2d | nn.Linear]:
     """Every ``Conv2d`` / ``Linear`` inside ``module`` in ``named_modules()`` order, keyed by name."""
     return {name: m for name, m in module.named_modules() if isinstance(m, MASKED_TYPES)}
 
 
-def _num_outputs(layer: nn.Module) -> int:
+def _num_outputs(layer: nn.Conv2d | nn.Linear) -> int:
     return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
 
 
@@ -250,7 +250,7 @@ def _prefix(name: str) -> str:
     return f"{name}." if name else ""
 
 
-def _check_masks(module: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, nn.Module]:
+def _check_masks(module: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, nn.Conv2d | nn.Linear]:
     layers = maskable_layers(module)
     for name, keep in masks.items():
         if name not in layers:

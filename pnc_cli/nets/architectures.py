@@ -17,16 +17,10 @@ from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
 from torchvision.models import shufflenet_v2_x1_0 as tv_shufflenet_v2_x1_0
 from torchvision.models.mobilenetv2 import MobileNetV2
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.shufflenetv2 import ShuffleNetV2
 
-from .registry import (  # noqa: F401  (re-exported: import architectures to get a populated registry)
-    Built,
-    Network,
-    build_network,
-    get_architecture,
-    list_architectures,
-    register_architecture,
-)
+from .registry import Built, register_architecture
 
 SMALL_INPUT_MAX = 64
 
@@ -97,8 +91,7 @@ def _small(input_size: int, small_input: bool | None) -> bool:
     return input_size <= SMALL_INPUT_MAX if small_input is None else small_input
 
 
-def _resnet(model: nn.Module, in_channels: int, small: bool) -> Built:
-    m: nn.Module = model
+def _resnet(m: ResNet, in_channels: int, small: bool) -> Built:
     if small:
         m.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         m.maxpool = nn.Identity()
@@ -128,11 +121,11 @@ def resnet50(num_classes: int, in_channels: int, input_size: int, small_input: b
     return _resnet(tv_resnet50(num_classes=num_classes), in_channels, _small(input_size, small_input))
 
 
-def _mobilenet(model: nn.Module, in_channels: int, small: bool, cuts: Sequence[int]) -> Built:
-    m: nn.Module = model
-    stem = m.features[0][0]
+def _mobilenet(m: MobileNetV2, in_channels: int, small: bool, cuts: Sequence[int]) -> Built:
+    stem = m.features[0]
+    assert isinstance(stem, nn.Sequential) and isinstance(stem[0], nn.Conv2d)
     if small or in_channels != 3:
-        m.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, 1 if small else 2, 1, bias=False)
+        stem[0] = nn.Conv2d(in_channels, stem[0].out_channels, 3, 1 if small else 2, 1, bias=False)
     f = list(m.features)
     a, b, c, d = cuts
     blocks = [
@@ -171,11 +164,12 @@ def mobilenet_v2(
 def shufflenet_v2_x1_0(
     num_classes: int, in_channels: int, input_size: int, small_input: bool | None = None
 ) -> Built:
-    m: nn.Module = tv_shufflenet_v2_x1_0(num_classes=num_classes)
+    m: ShuffleNetV2 = tv_shufflenet_v2_x1_0(num_classes=num_classes)
     small = _small(input_size, small_input)
+    stem = m.conv1
+    assert isinstance(stem, nn.Sequential) and isinstance(stem[0], nn.Conv2d)
     if small or in_channels != 3:
-        out = m.conv1[0].out_channels
-        m.conv1[0] = nn.Conv2d(in_channels, out, 3, 1 if small else 2, 1, bias=False)
+        stem[0] = nn.Conv2d(in_channels, stem[0].out_channels, 3, 1 if small else 2, 1, bias=False)
     if small:
         m.maxpool = nn.Identity()
     blocks = [

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pnc_cli.cli import app
 from pnc_cli.core.errors import EXIT_INCOMPATIBLE, EXIT_USAGE
 from pnc_cli.io.model_file import ModelSpec, save_model
-from pnc_cli.nets.architectures import build_network
+from pnc_cli.nets import build_network
 
 torch.set_num_threads(1)
 FAST = ("--samples", "6", "--masks", "8", "--grid", "2", "--device", "cpu")

@@ -25,7 +25,7 @@ from pnc_cli.method.branch_state import branch_info, branch_tensors
 from pnc_cli.method.cloned_model import ClonedModel
 from pnc_cli.method.joint import JointSettings, batches, fit_joint
 from pnc_cli.method.selector import maskable_layers, slice_state
-from pnc_cli.nets.architectures import Network, build_network
+from pnc_cli.nets import Network, build_network
 
 GOLDEN = Path(__file__).with_name("delta_v1_tiny.safetensors")
 GOLDEN_V2 = Path(__file__).with_name("delta_v2_joint_tiny.safetensors")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from torch import nn
 
 from pnc_cli.core.errors import UnknownArchitectureError, UsageError
 from pnc_cli.core.trust import trusted_archs
-from pnc_cli.nets.architectures import (
+from pnc_cli.nets import (
     build_network,
     get_architecture,
     list_architectures,
@@ -125,6 +128,16 @@ def test_unknown_architecture_is_a_clear_error() -> None:
     with pytest.raises(UnknownArchitectureError, match=r"unknown architecture 'nope'; known: .*lenet5"):
         get_architecture("nope")
     assert UnknownArchitectureError.exit_code == 2
+
+
+def test_importing_the_registry_module_alone_gives_the_full_registry() -> None:
+    """nets/registry.py holds only state; the package ``__init__`` fills it, whatever module is imported."""
+    code = "import pnc_cli.nets.registry as r; print(','.join(a.name for a in r.list_architectures()))"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert set(out.stdout.strip().split(",")) == set(ARCHS)
+    assert {"lenet5", "tiny_cnn"} <= set(ARCHS)
 
 
 def test_registering_a_name_twice_fails() -> None:

@@ -26,7 +26,7 @@ from pnc_cli.method.clone_training import LocalTargets, train_branch
 from pnc_cli.method.cloned_model import ClonedModel, new_branch
 from pnc_cli.method.selector import ChannelSelector, bake_masks, maskable_layers
 from pnc_cli.method.surrogate import fit_surrogate
-from pnc_cli.nets.registry import Network
+from pnc_cli.nets import Network
 from pnc_cli.nets.training import predict_logits
 
 torch.set_num_threads(1)

@@ -18,7 +18,7 @@ from pnc_cli.io.delta_file import DeltaFile, read_delta, write_delta
 from pnc_cli.method.branch_state import branch_tensors
 from pnc_cli.method.cloned_model import Branch, ClonedModel, last_linear, new_branch, source_position
 from pnc_cli.method.selector import bake_masks, maskable_layers
-from pnc_cli.nets.architectures import Network, build_network
+from pnc_cli.nets import Network, build_network
 
 torch.set_num_threads(1)
 

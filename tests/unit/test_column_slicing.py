@@ -18,7 +18,7 @@ from pnc_cli.method.selector import (
     unslice_state,
     zero_inputs,
 )
-from pnc_cli.nets.architectures import build_network
+from pnc_cli.nets import build_network
 
 torch.set_num_threads(1)
 

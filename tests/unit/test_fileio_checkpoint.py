@@ -32,7 +32,7 @@ from pnc_cli.io.safetensors_io import (
     serialize,
     write_safetensors,
 )
-from pnc_cli.nets.architectures import build_network
+from pnc_cli.nets import build_network
 
 
 def _net(seed: int = 0, classes: int = 3):

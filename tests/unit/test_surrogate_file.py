@@ -22,7 +22,7 @@ from pnc_cli.io.surrogate_file import (
     read_surrogate,
     write_surrogate,
 )
-from pnc_cli.nets.architectures import build_network
+from pnc_cli.nets import build_network
 
 CONFIG = SurrogateConfig(samples=12, masks=16, grid=2, batch_size=64)
 

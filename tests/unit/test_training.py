@@ -9,7 +9,7 @@ from torch import nn
 from pnc_cli.core.config import TrainConfig
 from pnc_cli.core.errors import ConfigError, RuntimeFailure
 from pnc_cli.core.progress import RecordingProgress
-from pnc_cli.nets.architectures import build_network
+from pnc_cli.nets import build_network
 from pnc_cli.nets.training import (
     accuracy,
     fit_classifier,
