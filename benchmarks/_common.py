@@ -5,7 +5,7 @@
   their train split), the target-domain samples (the same fraction of the target's train split), the
   full train split of all classes (joint retraining only) and the test split of all classes. Labels:
   target classes first, then the cloned classes (the cloned model's order).
-- ``eval_metrics``: method spec §7 on the test split (Ori/Tar/Avg/Mean Acc, locality vs the target).
+- ``eval_metrics``: docs/method-spec.md §7 on the test split (Ori/Tar/Avg/Mean Acc, locality vs the target).
 - Baselines on the same data: ``naive_finetune``, ``lwf``, ``lora_adapter`` (``joint`` retraining is
   ``train_base`` on all classes). Each returns a ``Trained`` (a forward over target + new classes, the
   parameters it adds to the target, its training time).
@@ -114,7 +114,7 @@ def load_splits(
 
 
 def eval_metrics(forward: Forward, splits: Splits, target_pred: torch.Tensor) -> dict[str, float]:
-    """Ori/Tar/Avg/Mean Acc and locality on the test split (method spec §7)."""
+    """Ori/Tar/Avg/Mean Acc and locality on the test split (docs/method-spec.md §7)."""
     x, y = splits.test
     pred = predict_logits(forward, x).argmax(1)
     m = cloning_metrics(pred, y, splits.num_target, target_pred=target_pred)

@@ -159,7 +159,8 @@ def errorbar_plot(
     ylim: tuple[float, float] | None = None,
     hlines: dict[str, float] | None = None,
 ) -> None:
-    """One line per series with std error bars; optional dashed reference lines (e.g. the seed's CIFAR figures)."""
+    """One line per series with std error bars; optional dashed reference lines (e.g. the seed's CIFAR
+    figures)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -438,8 +439,10 @@ def sweep_main(
         )
     tgt_ori = summarize([{"a": r["points"][str(points[0])]["target_ori_acc"]} for r in per_seed], ["a"])
     text = (
-        f"{title}; {args.data}, lenet5 target 0-4 / lenet5 source 5-9, base epochs {args.epochs}, clone epochs "
-        f"{args.clone_epochs}, seeds {args.seeds}; target alone on 0-4: {fmt_pm(tgt_ori, 'a')}; CloneConfig defaults: "
+        f"{title}; {args.data}, lenet5 target 0-4 / lenet5 source 5-9, base epochs {args.epochs}, clone "
+        "epochs "
+        f"{args.clone_epochs}, seeds {args.seeds}; target alone on 0-4: {fmt_pm(tgt_ori, 'a')}; "
+        "CloneConfig defaults: "
         f"{config_summary()}\n\n" + table(head, body)
     )
     if seed_ref:

@@ -7,8 +7,8 @@ a full resnet18 is too slow for a 2-core CPU budget). Each is ranked by ``pnc_cl
 position auto, 10 epochs per position; the resnet18 source at the target's last position R_t = 2
 (source cut R_s = ceil(2·5/3) = 4, i.e. the branch is resnet18's last stage) with 3 epochs: a
 position search through a 28-px resnet18 takes > 5 min per clone on one CPU thread; the source's
-local model set G on 50 samples × 50 masks for all three). Reports source accuracy (its own 5-9 test split), Ori/Tar/Avg Acc,
-the rank score, extra params, and whether the top-ranked source gives the best clone.
+local model set G on 50 samples × 50 masks for all three). Reports source accuracy (its own 5-9 test
+split), Ori/Tar/Avg Acc, the rank score, extra params, and whether the top-ranked source gives the best clone.
 Bases are cached in bench-out/seed-bases/. Plot: docs/img/seed-archs.png.
 
     python benchmarks/bench_archs.py --seeds 0 1 2
@@ -171,8 +171,10 @@ def main() -> None:
                 "source_train_seconds": srcs[a]["seconds"],
             }
             print(
-                f"seed {seed} {a}: src {rows[a]['source_acc']:.3f} score {rows[a]['score']:.3f} Ori {m['ori_acc']:.3f} "
-                f"Tar {m['tar_acc']:.3f} Avg {m['avg_acc']:.3f} R={m['position']} ({time.perf_counter() - start:.0f} s)",
+                f"seed {seed} {a}: src {rows[a]['source_acc']:.3f} score {rows[a]['score']:.3f} Ori "
+                f"{m['ori_acc']:.3f} "
+                f"Tar {m['tar_acc']:.3f} Avg {m['avg_acc']:.3f} R={m['position']} "
+                f"({time.perf_counter() - start:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -213,11 +215,14 @@ def main() -> None:
     ]
     hits = sum(r["top_ranked"] == r["best_clone"] for r in per_seed)
     text = (
-        f"Table 5: {args.data}, lenet5 target 0-4, clone '5' (30 % data) from three 5-9 sources; seeds {args.seeds}; "
-        f"resnet18: 28 px, {args.resnet_epochs} epochs on {100 * args.resnet_fraction:g} % of the train split; "
+        f"Table 5: {args.data}, lenet5 target 0-4, clone '5' (30 % data) from three 5-9 sources; seeds "
+        f"{args.seeds}; "
+        f"resnet18: 28 px, {args.resnet_epochs} epochs on {100 * args.resnet_fraction:g} % of the train "
+        "split; "
         f"CloneConfig defaults: {config_summary()}\n\n"
         + table(["metric"] + [f"{a} source" for a in ARCHS], body)
-        + f"\n\ntop-ranked source = best clone (Avg Acc) in {hits}/{len(per_seed)} seeds; per seed (top, best): "
+        + f"\n\ntop-ranked source = best clone (Avg Acc) in {hits}/{len(per_seed)} seeds; "
+        + "per seed (top, best): "
         + ", ".join(f"({r['top_ranked']}, {r['best_clone']})" for r in per_seed)
         + "\n\nSeed (CIFAR-10, ResNet-18 target; CNN / ResNet-18 / ResNet-50 sources): "
         + "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in SEED.items())

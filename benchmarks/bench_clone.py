@@ -13,7 +13,7 @@ seed; then, on the same data and splits (split seed 0; test = the test split of 
     outputs, on the data PNC sees;
 (f) PEFT LoRA (r=4) on the target's conv/linear layers + a new head row, on the data PNC sees.
 
-Metrics on the test split (method spec §7): Ori/Tar/Avg Acc, Mean = (Ori+Tar)/2, locality (share of
+Metrics on the test split (docs/method-spec.md §7): Ori/Tar/Avg Acc, Mean = (Ori+Tar)/2, locality (share of
 target-class test images predicted as the target predicts), extra params / target params (a method
 that changes every weight needs a whole copy: 1.0x), wall time of the method's training (PNC: the whole
 ``clone`` call, search included). The goal "pnc clone with position search <= 30 s" is timed on the
@@ -219,7 +219,8 @@ def fmt(summary: dict[str, dict[str, float]], key: str) -> str:
 def report(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     summary = {m: summarize([r["methods"][m] for r in results], KEYS) for m in METHODS}
     lines = [
-        "| method | Ori Acc | Tar Acc | Avg Acc | Mean (Ori+Tar)/2 | locality | extra params (× target) | time (s) |",
+        "| method | Ori Acc | Tar Acc | Avg Acc | Mean (Ori+Tar)/2 | locality | extra params (× target) | "
+        "time (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in METHODS:
@@ -308,7 +309,8 @@ def main() -> None:
             print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     table, summary, goals = report(results)
     header = (
-        f"PNC clone quality: {args.data}, {args.arch} target 0-4 / source 5-9, clone '5', fraction {args.fraction}, "
+        f"PNC clone quality: {args.data}, {args.arch} target 0-4 / source 5-9, clone '5', fraction "
+        f"{args.fraction}, "
         f"seeds {args.seeds}, {args.threads} torch threads, CloneConfig overrides {overrides or 'none'}"
     )
     print(header + "\n\n" + table)

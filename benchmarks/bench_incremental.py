@@ -117,7 +117,8 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             }
         )
         print(
-            f"seed {seed} +task {k + 1}: {[round(a, 3) for a in steps[-1]['per_task']]} extra {r['extra_params_ratio']:.3f}",
+            f"seed {seed} +task {k + 1}: {[round(a, 3) for a in steps[-1]['per_task']]} extra "
+            f"{r['extra_params_ratio']:.3f}",
             file=sys.stderr,
             flush=True,
         )
@@ -168,7 +169,8 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         model = Growing(net)
         hist = [steps[0]]
         for k in range(1, len(tasks)):
-            prev = model  # the old heads do not change when a head is added: the old outputs are its first 2k columns
+            # the old heads do not change when a head is added: the old outputs are its first 2k columns
+            prev = model
             model.add_head(2, seed=seed * 100 + k)
             data = labelled(args.data, tasks_names[k], order, "train", 0.3, ch, size)
             seq_step(
@@ -331,7 +333,8 @@ def main() -> None:
     ap.add_argument(
         "--train-on-stack",
         action="store_true",
-        help="clone each task against the current cloned model (target + earlier deltas) instead of the bare target",
+        help="clone each task against the current cloned model (target + earlier deltas) "
+        "instead of the bare target",
     )
     ap.add_argument(
         "--baseline-epochs", type=int, default=5, help="epochs per task of naive fine-tuning and LwF"
@@ -362,8 +365,10 @@ def main() -> None:
         results.append(run_seed(seed, args, work))
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     text = (
-        f"{args.data}, {args.tasks} tasks of 2 classes, lenet5 target (task 1) and sources (one task each), base epochs "
-        f"{args.epochs}, clone epochs {args.clone_epochs}, baseline epochs/task {args.baseline_epochs}, seeds {args.seeds}; "
+        f"{args.data}, {args.tasks} tasks of 2 classes, lenet5 target (task 1) and sources (one task "
+        "each), base epochs "
+        f"{args.epochs}, clone epochs {args.clone_epochs}, baseline epochs/task {args.baseline_epochs}, "
+        f"seeds {args.seeds}; "
         f"CloneConfig defaults: {config_summary()}\n\n" + report(results, args.tasks)
     )
     print(text)

@@ -202,7 +202,8 @@ def run_seed(
         r = rows[n]
         print(
             f"  seed {seed} {n:15s} score {r['score']:.4f} (cloned {r['score_cloned']:.4f})  "
-            f"evidence {r['evidence']:.2f}  source acc {own:.3f}  Tar {c['tar_acc']:.3f}  Avg {c['avg_acc']:.3f}  "
+            f"evidence {r['evidence']:.2f}  source acc {own:.3f}  Tar {c['tar_acc']:.3f}  Avg "
+            f"{c['avg_acc']:.3f}  "
             f"R*={c['position']}  {r['clone_s']:.1f}s (cpu {r['clone_cpu']:.1f}s)",
             flush=True,
         )
@@ -246,11 +247,13 @@ def report(
         f"## bench_rank: clone class {CLONED} of {DATA} into lenet5(0-4) from {len(zoo)} sources, "
         f"seeds {' '.join(str(r['seed']) for r in results)}",
         "",
-        f"rank: {sconfig.samples} samples x {sconfig.masks} masks, grid {sconfig.grid}; clone: position auto, "
+        f"rank: {sconfig.samples} samples x {sconfig.masks} masks, grid {sconfig.grid}; clone: position "
+        "auto, "
         f"epochs {clone_config.epochs} per position, other settings default; device {args.device}, "
         f"{torch.get_num_threads()} torch threads",
         "",
-        "| seed | source | similarity (seed) | similarity, cloned cols | evidence | source acc | Tar Acc | Avg Acc | R* | clone s (cpu s) |",
+        "| seed | source | similarity (seed) | similarity, cloned cols | evidence | source acc | Tar Acc | "
+        "Avg Acc | R* | clone s (cpu s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -259,7 +262,8 @@ def report(
             lines.append(
                 f"| {r['seed']} | {n} | {s['score']:.4f} | {s['score_cloned']:.4f} | {s['evidence']:.2f} | "
                 f"{s['own_acc']:.3f} | "
-                f"{s['tar_acc']:.3f} | {s['avg_acc']:.3f} | {s['position']} | {s['clone_s']:.1f} ({s['clone_cpu']:.1f}) |"
+                f"{s['tar_acc']:.3f} | {s['avg_acc']:.3f} | {s['position']} | {s['clone_s']:.1f} "
+                f"({s['clone_cpu']:.1f}) |"
             )
     sp = {k: [r["spearman"][k] for r in results] for k in results[0]["spearman"]}
     lines += [
@@ -284,12 +288,14 @@ def report(
             f"{sum(p['top_is_best_avg'] for p in pick)}/{len(pick)} | |",
             f"| --score {mode}: Avg Acc lost by cloning the top-ranked source | "
             f"{mean_std([p['regret_avg'] for p in pick])} | |",
-            f"| --score {mode}: clone from all s, wall / cpu | {mean_std([p['clone_all_s'] for p in pick])} / "
+            f"| --score {mode}: clone from all s, wall / cpu | "
+            f"{mean_std([p['clone_all_s'] for p in pick])} / "
             f"{mean_std([p['clone_all_cpu'] for p in pick])} | |",
             f"| --score {mode}: rank + clone best s, wall / cpu | "
             f"{mean_std([p['rank_and_clone_best_s'] for p in pick])} / "
             f"{mean_std([p['rank_and_clone_best_cpu'] for p in pick])} | |",
-            f"| --score {mode}: speedup (all / rank+best), wall | {mean_std([p['speedup'] for p in pick])} | >= 5 |",
+            f"| --score {mode}: speedup (all / rank+best), wall | {mean_std([p['speedup'] for p in pick])} "
+            "| >= 5 |",
             f"| --score {mode}: speedup (all / rank+best), process cpu | "
             f"{mean_std([p['speedup_cpu'] for p in pick])} | >= 5 |",
         ]

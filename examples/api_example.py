@@ -57,7 +57,8 @@ def main(workdir: Path) -> None:
     )
     print(
         f"cloned class 5 at R={doc['position']}: Ori {doc['ori_acc']:.3f}  Tar {doc['tar_acc']:.3f}  "
-        f"Avg {doc['avg_acc']:.3f}  locality {doc['locality']:.3f}  extra params {doc['extra_params_ratio']:.2f}x"
+        f"Avg {doc['avg_acc']:.3f}  locality {doc['locality']:.3f}  extra params "
+        f"{doc['extra_params_ratio']:.2f}x"
     )
 
     # 3. apply the delta: one file with the target's tensors unchanged plus the delta

@@ -105,7 +105,8 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def digits_npz(
     tmp_path_factory: pytest.TempPathFactory, digits_arrays: tuple[np.ndarray, np.ndarray]
 ) -> Path:
-    """The digits as an .npz with arrays x, y (int) and classes ("0".."9"): same rows as built-in ``digits``."""
+    """The digits as an .npz with arrays x, y (int) and classes ("0".."9"): same rows as built-in
+    ``digits``."""
     x, y = digits_arrays
     path = tmp_path_factory.mktemp("data") / "digits.npz"
     np.savez(path, x=x, y=y, classes=np.array([str(i) for i in range(10)]))

@@ -1,7 +1,7 @@
 """Orchestration of ``pnc apply`` and ``pnc remove``: stack deltas on a target, strip them again.
 
 Layer L4: reads files, checks that they belong together, writes files; returns plain JSON-able dicts.
-``apply`` keeps the target's tensors and metadata untouched inside the cloned file (method spec §1, §3
+``apply`` keeps the target's tensors and metadata untouched inside the cloned file (docs/method-spec.md §1, §3
 "Several deltas may be stacked"); ``remove`` with every delta gone writes the target back and proves it
 (§7 "Recoverable": content sha256, and the file's sha256 when the original was written by pnc).
 """
@@ -53,7 +53,9 @@ def load_base(target: str | Path) -> ClonedFile:
     if kind == KIND_CLONED:
         return read_cloned(target)
     if kind not in ("model", "plain"):
-        raise CheckpointError(f"{target}: is a {kind} file; --target takes a model or a cloned model")
+        raise CheckpointError(
+            f"{target}: is a {kind} file; target takes a model or a cloned model", options=("target",)
+        )
     tensors, meta = read_safetensors(target)
     if int(meta.get("pnc.format_version", "1")) > MODEL_FORMAT_VERSION:
         raise CheckpointError(
@@ -85,7 +87,8 @@ def _check_fits(
     made_for = str(delta.info["target"]["sha256"])
     if made_for != target_sha:
         raise IncompatibleError(
-            f"delta {delta.name} ({path}) was made for target {made_for[:12]}, not {target_sha[:12]} ({target})"
+            f"delta {delta.name} ({path}) was made for target {made_for[:12]}, not {target_sha[:12]} "
+            f"({target})"
         )
     if delta.name in names:
         raise IncompatibleError(
@@ -145,7 +148,7 @@ def assemble(
 ) -> tuple[Path, ClonedFile, str, list[DeltaFile]]:
     """Everything ``apply_delta`` checks and builds, without writing: (output, cloned, target sha, added)."""
     if not deltas:
-        raise UsageError("give at least one delta file (--delta)")
+        raise UsageError("give at least one delta file (delta)", options=("delta",))
     out = check_output(output, force=force, inputs=[target, *deltas, *sources])
     base = load_base(target)
     target_sha = base.target_sha256
@@ -162,7 +165,8 @@ def assemble(
             source = _find_source(want, sources, cache)
             if source is None:
                 raise UsageError(
-                    f"online delta {delta.name} needs its source file (sha {want[:12]}): pass --source"
+                    f"online delta {delta.name} needs its source file (sha {want[:12]}): pass source",
+                    options=("source",),
                 )
             delta = materialize(delta, source)
         added.append(delta)
@@ -270,7 +274,7 @@ def select_removal(
 ) -> tuple[Path, ClonedFile, list[str], list[DeltaFile]]:
     """What ``remove_delta`` would do, checked, without writing: (output, model, removed names, kept)."""
     if names and all:
-        raise UsageError("give --delta NAME or --all, not both")
+        raise UsageError("give delta NAME or all, not both", options=("delta", "all"))
     out = check_output(output, force=force, inputs=[cloned])
     kind = file_kind(cloned)
     if kind != KIND_CLONED:

@@ -1,4 +1,4 @@
-"""Evaluation and prediction for cloned models (target + deltas): method spec §7 metrics.
+"""Evaluation and prediction for cloned models (target + deltas): docs/method-spec.md §7 metrics.
 
 Layer L4.
 """

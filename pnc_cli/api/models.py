@@ -162,7 +162,8 @@ def _train(
 
 
 def eval_data_for(spec: ModelSpec, data: str, classes: str | None, split: str, split_seed: int) -> ImageSet:
-    """The evaluation data for a model: its own classes present in the data unless ``classes`` says otherwise."""
+    """The evaluation data for a model: its own classes present in the data unless ``classes`` says
+    otherwise."""
     if classes is None:
         _, names, _ = read_raw(data)
         present = [c for c in spec.classes if c in set(names)]
@@ -438,5 +439,5 @@ def recorded_data(model: Any, role: str, *, required: bool = True) -> str | None
         return str(name)
     if required:
         why = f"its recorded data {name!r} is not available" if name else "it records no training data"
-        raise UsageError(f"{role} {model.path}: {why}; pass --data")
+        raise UsageError(f"{role} {model.path}: {why}; pass data", options=("data",))
     return None  # the caller decides (clone refuses without target-domain data)

@@ -1,4 +1,5 @@
-"""PNG plots (the ``plot`` extra: matplotlib). Layer L4; matplotlib is imported only when a plot is asked for."""
+"""PNG plots (the ``plot`` extra: matplotlib). Layer L4; matplotlib is imported only when a plot is asked
+for."""
 
 from __future__ import annotations
 

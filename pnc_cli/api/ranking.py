@@ -1,4 +1,5 @@
-"""Orchestration of ``pnc rank-sources``: pick the best source before cloning (method spec §6, seed Eq. 6-8).
+"""Orchestration of ``pnc rank-sources``: pick the best source before cloning (docs/method-spec.md §6, seed
+Eq. 6-8).
 
 Layer L4: reads the models and the data, computes (or reuses) the local model sets, calls
 ``pnc_cli.method.ranking.score_sources`` and returns a plain JSON-able dict; ``rank_and_clone`` goes on to
@@ -195,9 +196,9 @@ def rank_sources(
 
     Returns:
         ``{"ranking": [{"rank", "source", "score", "similarity", "evidence", "arch", "params", "seconds",
-        "eligible", "reason", "cached", "surrogate", "classes"}], "target", "classes", "data", "samples", "masks",
-        "grid", "columns", "score", "seed", "failed", "seconds"}``; eligible rows first, highest score first (ties by name), then
-        the ineligible ones in the order given.
+        "eligible", "reason", "cached", "surrogate", "classes"}], "target", "classes", "data", "samples",
+        "masks", "grid", "columns", "score", "seed", "failed", "seconds"}``; eligible rows first, highest
+        score first (ties by name), then the ineligible ones in the order given.
 
     Raises:
         UsageError: no sources, an unknown ``columns`` mode, or classes missing from ``data``.
@@ -209,15 +210,17 @@ def rank_sources(
     if not sources:
         raise UsageError("give at least one source model to rank")
     if columns not in COLUMN_MODES:
-        raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
+        raise UsageError(
+            f"columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}", options=("columns",)
+        )
     if score not in SCORE_MODES:
-        raise UsageError(f"--score must be one of {', '.join(SCORE_MODES)}, got {score!r}")
+        raise UsageError(f"score must be one of {', '.join(SCORE_MODES)}, got {score!r}", options=("score",))
     if not classes or (isinstance(classes, str) and not classes.strip(" ,")):
-        raise UsageError("--classes is empty; name the classes to clone, e.g. 5 or 5-9")
+        raise UsageError("classes is empty; name the classes to clone, e.g. 5 or 5-9", options=("classes",))
     dev = resolve_device(device)
     cache_dir = Path(surrogates_dir) if surrogates_dir is not None else None
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
-        raise UsageError(f"--surrogates-dir {cache_dir} is not a directory")
+        raise UsageError(f"surrogates_dir {cache_dir} is not a directory", options=("surrogates_dir",))
     ds = load_data(data, classes=classes, split=split, split_seed=split_seed)
     chosen_classes = list(ds.classes)
     pos = select_samples(ds.labels, config.samples, config.seed)

@@ -92,7 +92,8 @@ def _check_grid(loaded: LoadedModel, config: SurrogateConfig) -> None:
     size = loaded.spec.input_size
     if config.grid > size:
         raise ConfigError(
-            f"--grid {config.grid} is finer than the model's {size}x{size} input; use --grid <= {size}"
+            f"grid {config.grid} is finer than the model's {size}x{size} input; use grid <= {size}",
+            options=("grid",),
         )
 
 
@@ -190,7 +191,8 @@ def compute_surrogate(
     device: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """``pnc surrogate``: fit G of ``model`` on ``config.samples`` samples of ``data``; write it to ``output``.
+    """``pnc surrogate``: fit G of ``model`` on ``config.samples`` samples of ``data``; write it to
+    ``output``.
 
     Classes default to all classes of the data (the model's own classes are not required: G describes
     the model's behaviour on any images). Nothing is written unless the whole computation succeeds.
@@ -282,7 +284,7 @@ def load_or_compute(
     if sf.model_sha256 != loaded.sha256:
         raise IncompatibleError(
             f"{path} was computed for another model (sha256 {sf.model_sha256[:12]}…), not {loaded.path} "
-            f"({loaded.sha256[:12]}…); recompute it with pnc surrogate --model {loaded.path}"
+            f"({loaded.sha256[:12]}…); recompute it for this model with pnc surrogate"
         )
     images = _file_images(sf, loaded, data_set, path, what)
     file_config = SurrogateConfig.from_dict(sf.config, strict=False)
@@ -300,7 +302,10 @@ def _file_images(
     order = torch.argsort(rows)
     found = torch.searchsorted(rows[order], wanted).clamp_max(max(len(rows) - 1, 0))
     hit = rows[order][found] == wanted if len(rows) else torch.zeros_like(wanted, dtype=torch.bool)
-    recorded = f"{sf.data.get('data', '?')}, {sf.data.get('split', '?')} split, split seed {sf.data.get('split_seed', '?')}"
+    recorded = (
+        f"{sf.data.get('data', '?')}, {sf.data.get('split', '?')} split, "
+        f"split seed {sf.data.get('split_seed', '?')}"
+    )
     if not bool(hit.all()):
         missing = int((~hit).sum())
         raise IncompatibleError(

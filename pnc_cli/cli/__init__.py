@@ -17,7 +17,9 @@ from ._common import OneLineErrorGroup
 
 app = typer.Typer(
     name="pnc",
-    help="Partial Network Cloning: add a source classifier's classes to a frozen target as a removable delta.",
+    help=(
+        "Partial Network Cloning: add a source classifier's classes to a frozen target as a removable delta."
+    ),
     no_args_is_help=True,
     add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -8,6 +8,7 @@ Layer L5.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,6 +30,29 @@ ClickException: type[Exception] = next(
 _NoArgsIsHelp: Any = getattr(sys.modules[ClickException.__module__], "NoArgsIsHelpError", ())
 
 
+# Parameter names (config fields, API arguments) whose flag is not ``--`` + the name in kebab case.
+FLAG_OF: dict[str, str] = {"max_extra_ratio": "--max-extra", "output": "-o/--output"}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a parameter name: ``batch_size`` -> ``--batch-size``."""
+    return FLAG_OF.get(name, "--" + name.replace("_", "-"))
+
+
+def cli_message(exc: PncError) -> str:
+    """The error's message with the parameter names it declares (``exc.options``) written as flags.
+
+    Code below the CLI names parameters ("epochs must be at least 1, got 0"); users of the command line
+    see "--epochs must be at least 1, got 0". Only whole words are replaced, never parts of paths.
+    """
+    message = str(exc)
+    names = sorted(getattr(exc, "options", ()), key=len, reverse=True)
+    if not names:
+        return message
+    pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")(?![\w/-]|\.\w)")
+    return pattern.sub(lambda m: flag_of(m.group(1)), message)
+
+
 def handle_errors(fn: F) -> F:
     """Run a command body: PncError → one line on stderr + its exit code; Ctrl-C → 130."""
 
@@ -39,7 +63,7 @@ def handle_errors(fn: F) -> F:
         except PncError as exc:
             if console.debug_enabled():
                 traceback.print_exc()
-            console.error(str(exc))
+            console.error(cli_message(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.error("interrupted; nothing was written")

@@ -1,4 +1,4 @@
-"""Commands ``pnc clone`` and ``pnc search`` (method spec §3-5).
+"""Commands ``pnc clone`` and ``pnc search`` (docs/method-spec.md §3-5).
 
 Layer L5: options → CloneConfig → ``pnc_cli.api.cloning`` → table or --json. The options the two
 commands share (inputs, training) are declared once below and offered to both by ``option_group``;

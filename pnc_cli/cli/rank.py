@@ -1,4 +1,4 @@
-"""Command ``pnc rank-sources`` (method spec §6, seed Eq. 6-8).
+"""Command ``pnc rank-sources`` (docs/method-spec.md §6, seed Eq. 6-8).
 
 Layer L5: options → SurrogateConfig → ``pnc_cli.api.ranking`` → table or --json. Exit 1 when a
 source is ineligible (after the table / JSON is printed).
@@ -45,7 +45,8 @@ def _render(doc: dict[str, Any]) -> None:
     ]
     title = (
         f"sources for classes {','.join(doc['classes'])} → {doc['target']['path']} "
-        f"({doc['samples']} samples × {doc['masks']} masks, grid {doc['grid']}, score {doc['score']}, columns {doc['columns']}, "
+        f"({doc['samples']} samples × {doc['masks']} masks, grid {doc['grid']}, score {doc['score']}, "
+        f"columns {doc['columns']}, "
         f"seed {doc['seed']})"
     )
     header = ["rank", "source", f"score ({doc['score']})", "arch", "params", "time s", "ineligible because"]
@@ -81,7 +82,8 @@ def rank_sources(
     score: Annotated[
         str,
         typer.Option(
-            help="Rank by 'similarity' to the target (seed Eq. 7) or by the sources' class 'evidence' (docs/ranking.md)."
+            help="Rank by 'similarity' to the target (seed Eq. 7) or by the sources' class 'evidence' "
+            "(docs/ranking.md)."
         ),
     ] = "similarity",
     columns: Annotated[

@@ -1,4 +1,4 @@
-"""Command ``pnc surrogate``: the local model set G of a model on a sample of data (method spec §2).
+"""Command ``pnc surrogate``: the local model set G of a model on a sample of data (docs/method-spec.md §2).
 
 Layer L5: options → SurrogateConfig → ``pnc_cli.api.surrogates.compute_surrogate`` → table or --json.
 Numeric defaults are read from ``SurrogateConfig()`` (the single source of defaults).

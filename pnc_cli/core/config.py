@@ -26,7 +26,7 @@ def _from_dict(cls: type[T], data: dict[str, Any], *, strict: bool = True) -> T:
 
 @dataclass(frozen=True)
 class SurrogateConfig:
-    """Local model set G (method spec section 2)."""
+    """Local model set G (docs/method-spec.md §2)."""
 
     samples: int = 100
     masks: int = 100
@@ -39,19 +39,23 @@ class SurrogateConfig:
 
     def __post_init__(self) -> None:
         if self.samples < 1:
-            raise ConfigError(f"--samples must be at least 1, got {self.samples}")
+            raise ConfigError(f"samples must be at least 1, got {self.samples}", options=("samples",))
         if self.masks < 1:
-            raise ConfigError(f"--masks must be at least 1, got {self.masks}")
+            raise ConfigError(f"masks must be at least 1, got {self.masks}", options=("masks",))
         if self.grid < 1:
-            raise ConfigError(f"--grid must be at least 1, got {self.grid}")
+            raise ConfigError(f"grid must be at least 1, got {self.grid}", options=("grid",))
         if not 0.0 < self.masking_rate < 1.0:
-            raise ConfigError(f"--masking-rate must be in (0, 1), got {self.masking_rate}")
+            raise ConfigError(
+                f"masking_rate must be in (0, 1), got {self.masking_rate}", options=("masking_rate",)
+            )
         if self.sigma <= 0:
-            raise ConfigError(f"--sigma must be positive, got {self.sigma}")
+            raise ConfigError(f"sigma must be positive, got {self.sigma}", options=("sigma",))
         if self.ridge < 0:
-            raise ConfigError(f"--ridge must be >= 0, got {self.ridge}")
+            raise ConfigError(f"ridge must be >= 0, got {self.ridge}", options=("ridge",))
         if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+            raise ConfigError(
+                f"batch_size must be at least 1, got {self.batch_size}", options=("batch_size",)
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,11 +77,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}", options=("epochs",))
         if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}", options=("lr",))
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConfigError(
+                f"batch_size must be at least 1, got {self.batch_size}", options=("batch_size",)
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +101,7 @@ INS_LOGITS = ("raw", "calibrated")
 
 @dataclass(frozen=True)
 class CloneConfig:
-    """Training of adapter A, selector M and head F_c (method spec §4-5).
+    """Training of adapter A, selector M and head F_c (docs/method-spec.md §4-5).
 
     ``head``: ``joint`` (default) fits one head over the target's and the module's features in closed
     form (``max_features``, ``standardize``, ``refit_on_val``); ``append`` trains an appended head by
@@ -135,36 +141,57 @@ class CloneConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}", options=("epochs",))
         if self.lr <= 0 or self.mask_lr <= 0:
             raise ConfigError("learning rates must be positive")
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConfigError(
+                f"batch_size must be at least 1, got {self.batch_size}", options=("batch_size",)
+            )
         if min(self.alpha, self.beta, self.gamma) < 0:
-            raise ConfigError("loss weights alpha, beta, gamma must be >= 0")
+            raise ConfigError(
+                "loss weights alpha, beta, gamma must be >= 0", options=("alpha", "beta", "gamma")
+            )
         if self.temperature <= 0:
-            raise ConfigError(f"--temperature must be positive, got {self.temperature}")
+            raise ConfigError(
+                f"temperature must be positive, got {self.temperature}", options=("temperature",)
+            )
         if not 0.0 < self.fraction <= 1.0:
-            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}", options=("fraction",))
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(
+                f"val_fraction must be in [0, 1), got {self.val_fraction}", options=("val_fraction",)
+            )
         if self.select_by not in SELECT_BY:
-            raise ConfigError(f"--select-by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
+            raise ConfigError(
+                f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}",
+                options=("select_by",),
+            )
         if self.mask_penalty not in MASK_PENALTIES:
             raise ConfigError(
-                f"--mask-penalty must be one of {', '.join(MASK_PENALTIES)}, got {self.mask_penalty!r}"
+                f"mask_penalty must be one of {', '.join(MASK_PENALTIES)}, got {self.mask_penalty!r}",
+                options=("mask_penalty",),
             )
         if self.finetune_epochs < 0:
-            raise ConfigError("--finetune-epochs must be >= 0")
+            raise ConfigError("finetune_epochs must be >= 0", options=("finetune_epochs",))
         if self.temperature_end <= 0:
-            raise ConfigError(f"temperature_end must be positive, got {self.temperature_end}")
+            raise ConfigError(
+                f"temperature_end must be positive, got {self.temperature_end}", options=("temperature_end",)
+            )
         if self.straight_through_epochs < 0:
-            raise ConfigError(f"straight_through_epochs must be >= 0, got {self.straight_through_epochs}")
+            raise ConfigError(
+                f"straight_through_epochs must be >= 0, got {self.straight_through_epochs}",
+                options=("straight_through_epochs",),
+            )
         if self.finetune_lr_scale <= 0:
-            raise ConfigError(f"finetune_lr_scale must be positive, got {self.finetune_lr_scale}")
+            raise ConfigError(
+                f"finetune_lr_scale must be positive, got {self.finetune_lr_scale}",
+                options=("finetune_lr_scale",),
+            )
         if self.max_extra_ratio is not None and not self.max_extra_ratio > 0:
             raise ConfigError(
-                f"max_extra_ratio must be positive (or None: no budget), got {self.max_extra_ratio}"
+                f"max_extra_ratio must be positive (or None: no budget), got {self.max_extra_ratio}",
+                options=("max_extra_ratio",),
             )
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
@@ -173,7 +200,10 @@ class CloneConfig:
         if self.max_ori_drop is not None and not 0 <= self.max_ori_drop <= 100:
             raise ConfigError(f"max_ori_drop must be in [0, 100] points (or None), got {self.max_ori_drop}")
         if self.ins_logits not in INS_LOGITS:
-            raise ConfigError(f"ins_logits must be one of {', '.join(INS_LOGITS)}, got {self.ins_logits!r}")
+            raise ConfigError(
+                f"ins_logits must be one of {', '.join(INS_LOGITS)}, got {self.ins_logits!r}",
+                options=("ins_logits",),
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

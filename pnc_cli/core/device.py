@@ -25,7 +25,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+            raise UsageError(
+                "device 'cuda' was asked for but no CUDA device is available; use device 'cpu'",
+                options=("device",),
+            )
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

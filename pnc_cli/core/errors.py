@@ -16,9 +16,19 @@ EXIT_INTERRUPTED = 130
 
 
 class PncError(Exception):
-    """Base class of every error pnc reports to the user."""
+    """Base class of every error pnc reports to the user.
+
+    ``options`` names the parameters (config fields, API arguments) that the message mentions by
+    name, e.g. ``ConfigError("epochs must be at least 1, got 0", options=("epochs",))``. Code below
+    the CLI never writes a flag such as ``--epochs``; the CLI edge rewrites these names into its
+    flags when it prints the message (cli/_common.py).
+    """
 
     exit_code = EXIT_RUNTIME
+
+    def __init__(self, *args: object, options: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.options = options
 
 
 class UsageError(PncError, ValueError):
@@ -32,7 +42,8 @@ class CheckpointError(UsageError):
 
 
 class DeltaFormatError(CheckpointError):
-    """A delta or cloned-model file that breaks docs/delta-format.md: newer version, missing keys, bad names."""
+    """A delta or cloned-model file that breaks docs/delta-format.md: newer version, missing keys, bad
+    names."""
 
 
 class DataError(UsageError):
@@ -44,7 +55,7 @@ class ConfigError(UsageError):
 
 
 class OutputExistsError(UsageError):
-    """The output file exists and --force was not given."""
+    """The output file exists and overwriting was not asked for (``force``)."""
 
 
 class UnknownArchitectureError(UsageError, LookupError):

@@ -218,7 +218,8 @@ def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
     path = Path(source)
     if not path.exists():
         raise DataError(
-            f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz or .safetensors"
+            f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz "
+            "or .safetensors"
         )
     x, names = _read_path(str(path), _stamp(path))
     return torch.from_numpy(x.copy()), list(names), str(path)
@@ -243,19 +244,30 @@ def parse_classes(spec: str | list[str] | None, available: list[str] | None = No
             names = [item]  # a class name that contains a hyphen, e.g. "t-shirt"
         elif sep and lo and hi:
             if not (lo.isdigit() and hi.isdigit()):
-                raise DataError(f"--classes range {item!r} needs integer class names; list names with commas")
+                raise DataError(
+                    f"classes range {item!r} needs integer class names; list names with commas",
+                    options=("classes",),
+                )
             if int(lo) > int(hi):
-                raise DataError(f"--classes range {item!r} is empty; write the smaller number first")
+                raise DataError(
+                    f"classes range {item!r} is empty; write the smaller number first", options=("classes",)
+                )
             names = [str(i) for i in range(int(lo), int(hi) + 1)]
         else:
             names = [item]
         out.extend(n for n in names if n not in out)
     if not out:
-        raise DataError(f"--classes {spec!r} selects no classes; give names or ranges such as 0-4 or 3,5,cat")
+        raise DataError(
+            f"classes {spec!r} selects no classes; give names or ranges such as 0-4 or 3,5,cat",
+            options=("classes",),
+        )
     if available is not None:
         unknown = [n for n in out if n not in available]
         if unknown:
-            raise DataError(f"unknown class {unknown[0]!r} in --classes; available: {', '.join(available)}")
+            raise DataError(
+                f"unknown class {unknown[0]!r} in classes; available: {', '.join(available)}",
+                options=("classes",),
+            )
     return out
 
 
@@ -296,7 +308,7 @@ def load_data(
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if not 0.0 < fraction <= 1.0:
-        raise UsageError(f"--fraction must be in (0, 1], got {fraction}")
+        raise UsageError(f"fraction must be in (0, 1], got {fraction}", options=("fraction",))
     images, names, ident = read_raw(source)
     available = sorted(set(names), key=_sort_key)
     chosen = parse_classes(classes, available) or available

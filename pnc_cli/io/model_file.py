@@ -43,10 +43,11 @@ KEY_VERSION = "pnc.format_version"
 KEY_SHA = "pnc.sha256"
 
 
-def _no_metadata(path: str | Path) -> str:
-    return (
-        f"{path}: no pnc metadata (a plain state dict); pass --arch and --classes, "
-        f"e.g. pnc import {path} --arch lenet5 --classes 0-9 -o model.safetensors"
+def _no_metadata(path: str | Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: no pnc metadata (a plain state dict); import it first with `pnc import`, "
+        "giving its arch and classes (docs/cli.md)",
+        options=("arch", "classes"),
     )
 
 
@@ -82,7 +83,7 @@ class ModelSpec:
     @classmethod
     def from_metadata(cls, meta: Mapping[str, str], path: str | Path) -> ModelSpec:
         if "pnc.arch" not in meta:
-            raise CheckpointError(_no_metadata(path))
+            raise _no_metadata(path)
         inp = parse_json_meta(meta, "pnc.input", path)
         norm = parse_json_meta(meta, "pnc.normalization", path)
         return cls(
@@ -171,7 +172,7 @@ def check_state_dict(network: Network, tensors: Mapping[str, torch.Tensor], path
 
 def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapping[str, Any]) -> ModelSpec:
     if not overrides.get("arch") or not overrides.get("classes"):
-        raise CheckpointError(_no_metadata(path))
+        raise _no_metadata(path)
     arch, classes = overrides["arch"], tuple(overrides["classes"])
     size = overrides.get("input_size") or get_architecture(arch).default_input_size
     channels = overrides.get("in_channels")
@@ -181,7 +182,8 @@ def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapp
     std = tuple(float(v) for v in overrides.get("std") or (1.0,))
     if len(mean) not in (1, channels) or len(std) not in (1, channels) or min(std) <= 0:
         raise UsageError(
-            f"--mean/--std need 1 or {channels} values and std > 0, got {list(mean)} / {list(std)}"
+            f"mean and std need 1 or {channels} values and std > 0, got {list(mean)} / {list(std)}",
+            options=("mean", "std"),
         )
     return ModelSpec(arch=arch, classes=classes, in_channels=channels, input_size=size, mean=mean, std=std)
 

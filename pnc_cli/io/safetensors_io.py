@@ -158,7 +158,7 @@ def check_output(path: str | Path, *, force: bool, inputs: Iterable[str | Path |
                     f"output {out} is also an input ({inp}); inputs are never modified, choose another -o"
                 )
         if not force:
-            raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
+            raise OutputExistsError(f"output {out} exists; pass force to overwrite it", options=("force",))
     parent = real.parent if str(real.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise UsageError(f"output directory {parent} is not a directory; choose another -o")

@@ -95,5 +95,6 @@ def check_inputs(sf: SearchFile, inputs: dict[str, Any], path: str | Path) -> No
     for key in sorted(inputs):
         if sf.inputs.get(key) != inputs[key]:
             raise IncompatibleError(
-                f"{path}: search was run with another {key} ({sf.inputs.get(key)!r}, now {inputs[key]!r}); run pnc search again"
+                f"{path}: search was run with another {key} ({sf.inputs.get(key)!r}, now {inputs[key]!r}); "
+                "run pnc search again"
             )

@@ -247,14 +247,16 @@ def check_comparable(a: SurrogateFile, b: SurrogateFile, what_a: str = "", what_
     if tuple(a.masks.shape) != tuple(b.masks.shape) or not torch.equal(a.masks.cpu(), b.masks.cpu()):
         raise IncompatibleError(
             f"{na} and {nb} use different masks ({_describe_masks(a)} vs {_describe_masks(b)}); "
-            "recompute them with the same --seed, --masks, --grid and --masking-rate"
+            "recompute them with the same seed, masks, grid and masking_rate",
+            options=("seed", "masks", "grid", "masking_rate"),
         )
     ia, ib = a.sample_index.cpu().to(torch.int64), b.sample_index.cpu().to(torch.int64)
     ha, hb = a.data.get("samples_sha256"), b.data.get("samples_sha256")
     if tuple(ia.shape) != tuple(ib.shape) or not torch.equal(ia, ib) or ha != hb:
         raise IncompatibleError(
             f"{na} and {nb} were computed on different samples ({_describe_data(a)} vs {_describe_data(b)}); "
-            "recompute them on the same --data, --classes, --split, --split-seed, --samples and --seed"
+            "recompute them on the same data, classes, split, split_seed, samples and seed",
+            options=("data", "classes", "split", "split_seed", "samples", "seed"),
         )
 
 

@@ -1,4 +1,4 @@
-"""Adapter ``A`` of the cloned model (method spec §3).
+"""Adapter ``A`` of the cloned model (docs/method-spec.md §3).
 
 Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.

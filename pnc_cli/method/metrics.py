@@ -1,4 +1,4 @@
-"""Cloning metrics (method spec §7; seed Tables 2-6): Ori/Tar/Avg Acc, locality, extra params.
+"""Cloning metrics (docs/method-spec.md §7; seed Tables 2-6): Ori/Tar/Avg Acc, locality, extra params.
 
 Layer L2 (torch; uses the surrogate and ZEST alignment for the ZEST locality distance).
 """
@@ -59,7 +59,7 @@ def zest_locality(
     images: torch.Tensor,
     config: SurrogateConfig = LOCALITY_SURROGATE,
 ) -> float:
-    """ZEST distance between target and cloned model on softmax outputs (method spec §6-7).
+    """ZEST distance between target and cloned model on softmax outputs (docs/method-spec.md §6-7).
 
     Both local model sets are fitted on the same images (target-class samples) and the same masks;
     columns are aligned greedily, so the cloned model's extra classes are dropped. 0 = same local

@@ -1,4 +1,5 @@
-"""Ranking candidate sources by the similarity of their local model sets (method spec §6, seed Eq. 6-8).
+"""Ranking candidate sources by the similarity of their local model sets (docs/method-spec.md §6, seed Eq.
+6-8).
 
 Layer L3 (algorithm): torch and ``pnc_cli.method.zest`` only; no file IO, no printing.
 

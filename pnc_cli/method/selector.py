@@ -1,4 +1,4 @@
-"""Selector mask ``M`` over the transferable source module (method spec §3, seed Alg. 1 line 21).
+"""Selector mask ``M`` over the transferable source module (docs/method-spec.md §3, seed Alg. 1 line 21).
 
 Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.

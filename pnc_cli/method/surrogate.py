@@ -1,6 +1,6 @@
 """Local model set G: LIME-style linear surrogates of a model around each sample.
 
-Layer L2 (algorithm). Implements method spec section 2 (seed Eq. 1-4): for each sample ``x_i`` the
+Layer L2 (algorithm). Implements docs/method-spec.md §2 (seed Eq. 1-4): for each sample ``x_i`` the
 image is cut into a ``grid x grid`` patch grid, ``|B|`` binary masks ``b`` switch patches off
 (``b^h = 0`` -> the patch is replaced by its per-channel mean, Eq. 2), each mask gets the kernel
 weight ``Pi_b = exp(-sqrt(1 - cos(b, 1)) / sigma)`` (Eq. 3), and ``g_i(b) = theta_i^T b + c_i`` is
@@ -60,11 +60,11 @@ def draw_masks(num_masks: int, grid: int, masking_rate: float, generator: torch.
         ConfigError: If a count is below 1 or the rate is outside ``[0, 1]``.
     """
     if num_masks < 1:
-        raise ConfigError(f"--masks must be at least 1, got {num_masks}")
+        raise ConfigError(f"masks must be at least 1, got {num_masks}", options=("masks",))
     if grid < 1:
-        raise ConfigError(f"--grid must be at least 1, got {grid}")
+        raise ConfigError(f"grid must be at least 1, got {grid}", options=("grid",))
     if not 0.0 <= masking_rate <= 1.0:
-        raise ConfigError(f"--masking-rate must be in [0, 1], got {masking_rate}")
+        raise ConfigError(f"masking_rate must be in [0, 1], got {masking_rate}", options=("masking_rate",))
     draws = torch.rand(num_masks - 1, grid * grid, generator=generator)
     rest = (draws >= masking_rate).to(torch.float32)
     return torch.cat([torch.ones(1, grid * grid), rest], dim=0)
@@ -84,7 +84,7 @@ def kernel_weights(masks: Tensor, sigma: float) -> Tensor:
         float32 ``[m]`` weights in ``(0, 1]``.
     """
     if sigma <= 0:
-        raise ConfigError(f"--sigma must be positive, got {sigma}")
+        raise ConfigError(f"sigma must be positive, got {sigma}", options=("sigma",))
     b = masks.to(torch.float64)
     sq = (b * b).sum(dim=1) * b.shape[1]
     cos = torch.where(sq > 0, b.sum(dim=1) / sq.clamp_min(1e-300).sqrt(), torch.zeros_like(sq))
@@ -108,10 +108,11 @@ def patch_index_map(height: int, width: int, grid: int) -> Tensor:
         ConfigError: If the grid is finer than the image.
     """
     if grid < 1:
-        raise ConfigError(f"--grid must be at least 1, got {grid}")
+        raise ConfigError(f"grid must be at least 1, got {grid}", options=("grid",))
     if grid > height or grid > width:
         raise ConfigError(
-            f"grid {grid} is finer than the {height}x{width} image; use --grid <= {min(height, width)}"
+            f"grid {grid} is finer than the {height}x{width} image; use grid <= {min(height, width)}",
+            options=("grid",),
         )
     rows = _cell_of(height, grid)
     cols = _cell_of(width, grid)
@@ -251,7 +252,7 @@ def fit_surrogate(
     device: torch.device | None = None,
     progress: Progress = NullProgress(),
 ) -> SurrogateResult:
-    """Fit the local model set G of ``model`` around each image (method spec section 2).
+    """Fit the local model set G of ``model`` around each image (docs/method-spec.md §2).
 
     The perturbed images ``b * x_i`` are built on the fly in chunks of ``config.batch_size``
     (sample, mask) pairs, sample-major; the model is called under ``torch.inference_mode()`` and its
@@ -363,5 +364,5 @@ def _check_masks(masks: Tensor, grid: int) -> None:
     if masks.dim() != 2 or masks.shape[1] != grid * grid or masks.shape[0] < 1:
         raise ConfigError(
             f"masks must be [m, {grid * grid}] for grid {grid}, got shape {tuple(masks.shape)}; "
-            "were they drawn with another --grid?"
+            "were they drawn with another grid?"
         )

@@ -1,4 +1,4 @@
-"""ZEST column alignment and similarity of local model sets (method spec §6, seed Eq. 6-8).
+"""ZEST column alignment and similarity of local model sets (docs/method-spec.md §6, seed Eq. 6-8).
 
 Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.

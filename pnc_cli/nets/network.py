@@ -34,7 +34,8 @@ def _check_built(arch: str, built: Any) -> Built:
         )
     if not ok:
         raise UsageError(
-            f"architecture {arch!r} must return (model, blocks, classifier) as nn.Modules; see docs/architectures.md"
+            f"architecture {arch!r} must return (model, blocks, classifier) as nn.Modules; see "
+            "docs/architectures.md"
         )
     return built[0], list(built[1]), built[2]
 

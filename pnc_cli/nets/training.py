@@ -54,7 +54,7 @@ def fit_classifier(
             logits = forward(x)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
-                raise RuntimeFailure("training diverged (non-finite loss); lower --lr")
+                raise RuntimeFailure("training diverged (non-finite loss); lower lr", options=("lr",))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

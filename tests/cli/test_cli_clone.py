@@ -1,4 +1,4 @@
-"""`pnc clone` and `pnc search` through Typer's CliRunner (method spec §3-5, §7; issue 4).
+"""`pnc clone` and `pnc search` through Typer's CliRunner (docs/method-spec.md §3-5, §7; issue 4).
 
 The models are trained here with `pnc train ... --data digits`, so they record their training data and
 the short form `pnc clone --source S --target T --classes 5 -o d.safetensors` works. Pairs: tiny_cnn →

@@ -480,7 +480,11 @@ def test_traceback_only_with_debug(run_cli, monkeypatch: pytest.MonkeyPatch) -> 
     ("exc", "exit_code", "needle"),
     [
         (KeyboardInterrupt(), 130, "interrupted"),
-        (RuntimeFailure("training diverged (non-finite loss); lower --lr"), 1, "training diverged"),
+        (
+            RuntimeFailure("training diverged (non-finite loss); lower lr", options=("lr",)),
+            1,
+            "training diverged (non-finite loss); lower --lr",  # the CLI names the flag
+        ),
         (ZeroDivisionError("boom"), 1, "ZeroDivisionError: boom (rerun with --debug"),
     ],
 )

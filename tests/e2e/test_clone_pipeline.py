@@ -19,10 +19,10 @@ PIPELINE = f"""
 set -uo pipefail
 pnc() {{ {PY} -m pnc_cli "$@"; }}
 step() {{ local name=$1; shift; "$@"; echo "$name $?" >> rc.txt; }}
-step train-target pnc train --arch tiny_cnn --data digits --classes 0-4 --epochs 3 --lr 0.01 --input-size 16 \\
-    -o target.safetensors --quiet
-step train-source pnc train --arch tiny_cnn --data digits --classes 5-9 --epochs 3 --lr 0.01 --input-size 16 \\
-    -o source.safetensors --quiet
+step train-target pnc train --arch tiny_cnn --data digits --classes 0-4 --epochs 3 --lr 0.01 \\
+    --input-size 16 -o target.safetensors --quiet
+step train-source pnc train --arch tiny_cnn --data digits --classes 5-9 --epochs 3 --lr 0.01 \\
+    --input-size 16 -o source.safetensors --quiet
 step clone pnc clone --source source.safetensors --target target.safetensors --classes 5 -o d.safetensors \\
     --epochs 1 --json > clone.json 2> clone.err
 step apply pnc apply --target target.safetensors --delta d.safetensors -o cloned.safetensors --quiet

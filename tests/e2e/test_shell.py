@@ -17,7 +17,8 @@ pnc() {{ {PY} -m pnc_cli "$@"; }}
 pnc train --arch tiny_cnn --data digits --classes 0-4 --epochs 3 --lr 0.01 --input-size 16 \\
     -o target.safetensors --quiet --json > train.json
 pnc info target.safetensors --json \\
-    | {PY} -c 'import json, sys; d = json.load(sys.stdin); assert d["kind"] == "model"; print(d["sha256"])' > sha.txt
+    | {PY} -c 'import json, sys; d = json.load(sys.stdin); assert d["kind"] == "model"; print(d["sha256"])' \\
+    > sha.txt
 pnc eval --model target.safetensors --data digits --json \\
     | {PY} -c 'import json, sys; d = json.load(sys.stdin); print(json.dumps(d))' > eval.json
 pnc predict --model target.safetensors "$1" --json > predict.json

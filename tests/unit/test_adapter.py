@@ -1,4 +1,4 @@
-"""Tests of pnc_cli.method.adapter: the adapter A of the cloned model (method spec §3)."""
+"""Tests of pnc_cli.method.adapter: the adapter A of the cloned model (docs/method-spec.md §3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Branch training (method spec §4; pnc_cli.method.clone_training): frozen means frozen, binary masks, baked
-masks, a falling loss, and determinism of a whole ``api.cloning.clone``.
+"""Branch training (docs/method-spec.md §4; pnc_cli.method.clone_training): frozen means frozen, binary
+masks, baked masks, a falling loss, and determinism of a whole ``api.cloning.clone``.
 
 Models: the session's tiny_cnn target (digits 0-4) and source (digits 5-9) from tests/conftest.py;
 tiny_cnn has BatchNorm, so "frozen" covers running statistics and ``num_batches_tracked`` too.

@@ -1,4 +1,4 @@
-"""The cloned model M_c (method spec §3): target logits untouched, branch construction, R_s formula,
+"""The cloned model M_c (docs/method-spec.md §3): target logits untouched, branch construction, R_s formula,
 and the branch ↔ delta-tensor round trip (pnc_cli.method.cloned_model, pnc_cli.api.branches).
 
 Random-weight tiny networks only (no training): these are structural properties.

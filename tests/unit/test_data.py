@@ -167,7 +167,7 @@ def test_parse_classes(spec, expected) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("0,42", "unknown class '42' in --classes; available: 0, 1"),
+        ("0,42", "unknown class '42' in classes; available: 0, 1"),
         ("0-12", "unknown class '10'"),
         ("a-c", "range 'a-c' needs integer class names"),
         ("4-0", "range '4-0' is empty"),
@@ -229,7 +229,7 @@ def test_bad_split_and_fraction() -> None:
     with pytest.raises(UsageError, match="unknown split"):
         load_data("digits", split="val")
     for fraction in (0.0, 1.5):
-        with pytest.raises(UsageError, match="--fraction must be in"):
+        with pytest.raises(UsageError, match="fraction must be in"):
             load_data("digits", fraction=fraction)
 
 

@@ -1,4 +1,5 @@
-"""Tests of the delta / cloned file format (pnc_cli.io.delta_file) and of apply/remove (pnc_cli.api.deltas)."""
+"""Tests of the delta / cloned file format (pnc_cli.io.delta_file) and of apply/remove
+(pnc_cli.api.deltas)."""
 
 from __future__ import annotations
 
@@ -217,7 +218,7 @@ def test_online_delta_needs_and_materialises_its_source(env: SimpleNamespace) ->
     delta = make_delta(**env.kw, mode="online")
     write_delta(online, delta)
     assert not any(k.startswith("source.") for k in read_delta(online).tensors)
-    with pytest.raises(UsageError, match="needs its source file .*pass --source"):
+    with pytest.raises(UsageError, match="needs its source file .*pass source"):
         apply_delta(target=env.target, deltas=[online], output=env.dir / "c.safetensors")
     apply_delta(
         target=env.target, deltas=[online], sources=[env.target, env.source], output=env.dir / "c.safetensors"

@@ -185,7 +185,7 @@ def test_model_metadata_keys(tiny_target: Path) -> None:
 def test_existing_output_needs_force(tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     out.write_bytes(b"keep me")
-    with pytest.raises(OutputExistsError, match="pass --force"):
+    with pytest.raises(OutputExistsError, match="pass force"):
         save_model(out, _net(), _spec())
     assert out.read_bytes() == b"keep me"
     save_model(out, _net(), _spec(), force=True)
@@ -344,7 +344,7 @@ def plain_file(tmp_path: Path, tiny_target: Path) -> Path:
 
 
 def test_plain_state_dict_needs_arch_and_classes(plain_file: Path) -> None:
-    with pytest.raises(CheckpointError, match="no pnc metadata.*--arch and --classes"):
+    with pytest.raises(CheckpointError, match="no pnc metadata.*arch and classes"):
         load_model(plain_file)
     with pytest.raises(CheckpointError, match="no pnc metadata"):
         load_model(plain_file, arch="tiny_cnn")

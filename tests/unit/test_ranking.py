@@ -1,4 +1,5 @@
-"""Tests of source ranking (pnc_cli.method.ranking, pnc_cli.api.ranking; method spec §6, seed Eq. 6-8)."""
+"""Tests of source ranking (pnc_cli.method.ranking, pnc_cli.api.ranking; docs/method-spec.md §6, seed Eq.
+6-8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Position search (method spec §5; pnc_cli.method.search, pnc_cli.io.search_file, ``pnc clone --search``).
+"""Position search (docs/method-spec.md §5; pnc_cli.method.search, pnc_cli.io.search_file,
+``pnc clone --search``).
 
 ``choose`` is tested on hand-made scores; one real search (tiny_cnn pair from tests/conftest.py, one
 epoch per position) feeds the search-file round trip and ``clone --search``.

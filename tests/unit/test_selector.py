@@ -1,4 +1,5 @@
-"""Tests of pnc_cli.method.selector: the channel selector M and slicing of kept filters (method spec §3)."""
+"""Tests of pnc_cli.method.selector: the channel selector M and slicing of kept filters
+(docs/method-spec.md §3)."""
 
 from __future__ import annotations
 

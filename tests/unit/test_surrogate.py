@@ -1,4 +1,4 @@
-"""Unit tests of the local model set G (pnc_cli.method.surrogate, method spec section 2)."""
+"""Unit tests of the local model set G (pnc_cli.method.surrogate, docs/method-spec.md §2)."""
 
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def test_given_masks_are_shared() -> None:
 
 def test_grid_finer_than_image_is_config_error() -> None:
     model = LinearPixels(2 * 8 * 8, classes=2).eval()
-    with pytest.raises(ConfigError, match="grid 9 is finer than the 8x8 image; use --grid <= 8"):
+    with pytest.raises(ConfigError, match="grid 9 is finer than the 8x8 image; use grid <= 8"):
         fit_surrogate(model, _images(2), SurrogateConfig(grid=9))
 
 

@@ -1,4 +1,4 @@
-"""Tests of pnc_cli.method.zest: ZEST column alignment and aligned similarity (method spec §6)."""
+"""Tests of pnc_cli.method.zest: ZEST column alignment and aligned similarity (docs/method-spec.md §6)."""
 
 from __future__ import annotations
 
