@@ -62,7 +62,9 @@ INPUTS = [
             str | None,
             typer.Option(
                 "--target-data",
-                help="Target-domain data, pseudo-labelled by the target (default: its recorded training data).",
+                help=(
+                    "Target-domain data, pseudo-labelled by the target (default: its recorded training data)."
+                ),
             ),
         ],
         None,
@@ -136,7 +138,8 @@ def _config(training: dict[str, Any], seed: int, **extra: Any) -> CloneConfig:
 
 
 def _inputs(run: Run, inputs: dict[str, Any]) -> dict[str, Any]:
-    """The api's keyword arguments for the shared inputs, with ``-`` resolved (none for a dry run's output)."""
+    """The api's keyword arguments for the shared inputs, with ``-`` resolved (none for a dry run's
+    output)."""
     out = dict(inputs)
     out["target"] = run.input(inputs["target"])
     out["output"] = inputs["output"] if run.dry_run else run.output(inputs["output"])
@@ -149,14 +152,16 @@ def register(app: typer.Typer) -> None:
         epilog=examples(
             "pnc clone -s source.safetensors -t target.safetensors -c 5 -o delta.safetensors",
             "pnc clone -s source.safetensors -t target.safetensors -c 5-6 -o delta.safetensors --dry-run",
-            "pnc clone -s source.safetensors -t target.safetensors -c 5 -o delta.safetensors --merged cloned.safetensors",
+            "pnc clone -s source.safetensors -t target.safetensors -c 5 -o delta.safetensors "
+            "--merged cloned.safetensors",
         ),
     )(clone)
     app.command(
         "search",
         epilog=examples(
             "pnc search -s source.safetensors -t target.safetensors -c 5 -o search.safetensors",
-            "pnc clone -s source.safetensors -t target.safetensors -c 5 --search search.safetensors -o delta.safetensors",
+            "pnc clone -s source.safetensors -t target.safetensors -c 5 --search search.safetensors "
+            "-o delta.safetensors",
         ),
     )(search)
 

@@ -66,7 +66,8 @@ def check(gates: list[Gate], doc: dict[str, Any]) -> list[dict[str, Any]]:
     for g in gates:
         if g.metric in CLONED_ONLY and doc.get("kind") != "cloned":
             raise UsageError(
-                f"{g.describe()}: '{g.metric}' exists only for a cloned model; gate a plain model with accuracy"
+                f"{g.describe()}: '{g.metric}' exists only for a cloned model; "
+                "gate a plain model with accuracy"
             )
         value = doc.get(METRICS[g.metric])
         passed = value is not None and (value >= g.threshold if g.op == "min" else value <= g.threshold)

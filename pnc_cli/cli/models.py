@@ -75,7 +75,8 @@ def register(app: typer.Typer) -> None:
         "eval",
         epilog=examples(
             "pnc eval --model target.safetensors --data digits",
-            "pnc eval --model cloned.safetensors --data digits --fail-under tar=0.8 --fail-over ori_drop=0.05",
+            "pnc eval --model cloned.safetensors --data digits "
+            "--fail-under tar=0.8 --fail-over ori_drop=0.05",
         ),
     )(evaluate)
     app.command("predict", epilog=examples("pnc predict --model target.safetensors digit.png --top 3"))(
@@ -84,7 +85,8 @@ def register(app: typer.Typer) -> None:
     app.command(
         "import",
         epilog=examples(
-            "pnc import weights.safetensors --arch resnet18 --classes 0-9 --input-size 32 -o model.safetensors"
+            "pnc import weights.safetensors --arch resnet18 --classes 0-9 --input-size 32 "
+            "-o model.safetensors"
         ),
     )(import_model)
 
