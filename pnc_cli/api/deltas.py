@@ -148,7 +148,7 @@ def assemble(
 ) -> tuple[Path, ClonedFile, str, list[DeltaFile]]:
     """Everything ``apply_delta`` checks and builds, without writing: (output, cloned, target sha, added)."""
     if not deltas:
-        raise UsageError("give at least one delta file (delta)", options=("delta",))
+        raise UsageError("give at least one file to apply (delta)", options=("delta",))
     out = check_output(output, force=force, inputs=[target, *deltas, *sources])
     base = load_base(target)
     target_sha = base.target_sha256
@@ -165,7 +165,7 @@ def assemble(
             source = _find_source(want, sources, cache)
             if source is None:
                 raise UsageError(
-                    f"online delta {delta.name} needs its source file (sha {want[:12]}): pass source",
+                    f"online delta {delta.name} needs its source file (sha {want[:12]}); pass source",
                     options=("source",),
                 )
             delta = materialize(delta, source)

@@ -216,7 +216,7 @@ def rank_sources(
     if score not in SCORE_MODES:
         raise UsageError(f"score must be one of {', '.join(SCORE_MODES)}, got {score!r}", options=("score",))
     if not classes or (isinstance(classes, str) and not classes.strip(" ,")):
-        raise UsageError("classes is empty; name the classes to clone, e.g. 5 or 5-9", options=("classes",))
+        raise UsageError("classes is empty; name what to clone, e.g. 5 or 5-9", options=("classes",))
     dev = resolve_device(device)
     cache_dir = Path(surrogates_dir) if surrogates_dir is not None else None
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():

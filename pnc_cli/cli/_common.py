@@ -43,14 +43,21 @@ def cli_message(exc: PncError) -> str:
     """The error's message with the parameter names it declares (``exc.options``) written as flags.
 
     Code below the CLI names parameters ("epochs must be at least 1, got 0"); users of the command line
-    see "--epochs must be at least 1, got 0". Only whole words are replaced, never parts of paths.
+    see "--epochs must be at least 1, got 0". Messages read "what is wrong; what to do": a name that
+    occurs in the what-to-do part (after the last "; ") is replaced there, everywhere in that part;
+    otherwise its first occurrence in the message is. Only whole words, never parts of paths.
     """
     message = str(exc)
-    names = sorted(getattr(exc, "options", ()), key=len, reverse=True)
-    if not names:
-        return message
-    pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")(?![\w/-]|\.\w)")
-    return pattern.sub(lambda m: flag_of(m.group(1)), message)
+    head, sep, tail = message.rpartition("; ")
+    if not sep:
+        head, tail = "", message
+    for name in sorted(getattr(exc, "options", ()), key=len, reverse=True):
+        word = re.compile(r"(?<![\w./-])" + re.escape(name) + r"(?![\w/-]|\.\w)")
+        if word.search(tail):
+            tail = word.sub(flag_of(name), tail)
+        else:
+            head = word.sub(flag_of(name), head, count=1)
+    return head + sep + tail
 
 
 def handle_errors(fn: F) -> F:

@@ -258,7 +258,7 @@ def parse_classes(spec: str | list[str] | None, available: list[str] | None = No
         out.extend(n for n in names if n not in out)
     if not out:
         raise DataError(
-            f"classes {spec!r} selects no classes; give names or ranges such as 0-4 or 3,5,cat",
+            f"classes {spec!r} selects no classes; give class names or ranges such as 0-4 or 3,5,cat",
             options=("classes",),
         )
     if available is not None:

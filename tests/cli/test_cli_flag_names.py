@@ -44,6 +44,26 @@ from pnc_cli.core.errors import ConfigError, DataError, IncompatibleError, Usage
             "/tmp/classes/data.safetensors: pass --data",
         ),
         (UsageError("epochs must be at least 1"), "epochs must be at least 1"),
+        # a name in the what-to-do part (after the last "; ") is replaced there only
+        (
+            UsageError(
+                "device 'cuda' was asked for but no CUDA device is available; use device 'cpu'",
+                options=("device",),
+            ),
+            "device 'cuda' was asked for but no CUDA device is available; use --device 'cpu'",
+        ),
+        (
+            IncompatibleError(
+                "a and b use different masks (8 masks, grid 2); recompute them with the same masks and grid",
+                options=("masks", "grid"),
+            ),
+            "a and b use different masks (8 masks, grid 2); recompute them with the same --masks and --grid",
+        ),
+        # otherwise its first occurrence
+        (
+            DataError("classes ',' selects no classes; give class names", options=("classes",)),
+            "--classes ',' selects no classes; give class names",
+        ),
     ],
 )
 def test_cli_message_writes_flags(exc: Exception, shown: str) -> None:
