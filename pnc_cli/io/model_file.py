@@ -45,7 +45,7 @@ KEY_SHA = "pnc.sha256"
 
 def _no_metadata(path: str | Path) -> CheckpointError:
     return CheckpointError(
-        f"{path}: no pnc metadata (a plain state dict); import it first with `pnc import`, "
+        f"{path}: no pnc metadata (a plain state dict); import it first with pnc import, "
         "giving its arch and classes (docs/cli.md)",
         options=("arch", "classes"),
     )
