@@ -1,6 +1,6 @@
 """Orchestration of ``pnc apply`` and ``pnc remove``: stack deltas on a target, strip them again.
 
-Layer L4: reads files, checks that they belong together, writes files; returns plain JSON-able dicts.
+Layer api: reads files, checks that they belong together, writes files; returns plain JSON-able dicts.
 ``apply`` keeps the target's tensors and metadata untouched inside the cloned file (docs/method-spec.md §1, §3
 "Several deltas may be stacked"); ``remove`` with every delta gone writes the target back and proves it
 (§7 "Recoverable": content sha256, and the file's sha256 when the original was written by pnc).

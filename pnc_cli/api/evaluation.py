@@ -1,6 +1,6 @@
 """Evaluation and prediction for cloned models (target + deltas): docs/method-spec.md §7 metrics.
 
-Layer L4.
+Layer api.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Orchestration of base-model commands: train, eval, predict, info, list-archs.
 
-Layer L4: reads files, calls the algorithms, writes files; returns plain JSON-able dicts that the CLI
+Layer api: reads files, calls the algorithms, writes files; returns plain JSON-able dicts that the CLI
 renders. No typer, no rich, no printing.
 """
 

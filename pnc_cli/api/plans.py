@@ -1,6 +1,6 @@
 """``--dry-run``: what clone / apply / remove / rank-sources would read, train and write, without doing it.
 
-Layer L4. Each ``plan_*`` resolves and checks its inputs with the same helpers as the command it
+Layer api. Each ``plan_*`` resolves and checks its inputs with the same helpers as the command it
 plans (so a dry run fails exactly where the real run would, with the same error and exit code) and
 returns a plain dict; nothing is trained and nothing is written. Sizes are those of the tensors that
 would be written (parameters, and bytes before the safetensors header).

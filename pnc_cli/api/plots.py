@@ -1,4 +1,4 @@
-"""PNG plots (the ``plot`` extra: matplotlib). Layer L4; matplotlib is imported only when a plot is asked
+"""PNG plots (the ``plot`` extra: matplotlib). Layer api; matplotlib is imported only when a plot is asked
 for."""
 
 from __future__ import annotations

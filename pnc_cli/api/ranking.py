@@ -1,7 +1,7 @@
 """Orchestration of ``pnc rank-sources``: pick the best source before cloning (docs/method-spec.md §6, seed
 Eq. 6-8).
 
-Layer L4: reads the models and the data, computes (or reuses) the local model sets, calls
+Layer api: reads the models and the data, computes (or reuses) the local model sets, calls
 ``pnc_cli.method.ranking.score_sources`` and returns a plain JSON-able dict; ``rank_and_clone`` goes on to
 ``pnc_cli.api.cloning.clone`` with the winner. No typer, no rich, no printing.
 

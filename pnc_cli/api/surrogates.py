@@ -1,6 +1,6 @@
 """Orchestration of ``pnc surrogate``: the local model set G of a model on a sample of data.
 
-Layer L4: reads the model and the data, picks the samples, calls ``pnc_cli.method.surrogate.fit_surrogate``
+Layer api: reads the model and the data, picks the samples, calls ``pnc_cli.method.surrogate.fit_surrogate``
 and writes the file (``pnc_cli.io.surrogate_file``); returns plain JSON-able dicts. ``surrogate_for`` and
 ``load_or_compute`` are the file-less entry points that ``search``, ``clone`` and ``rank-sources`` use.
 

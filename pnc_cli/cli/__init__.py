@@ -1,4 +1,4 @@
-"""The ``pnc`` command line (Typer). Layer L5: the only layer that imports typer or rich.
+"""The ``pnc`` command line (Typer). The only layer that imports typer or rich.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage/bad input, 3 verification or gate failed, 4 incompatible
 checkpoint, 130 interrupted (docs/errors.md). Importing this package imports no torch: the command

@@ -2,7 +2,7 @@
 
 The shared options themselves are declared in options.py.
 
-Layer L5.
+Layer cli.
 """
 
 from __future__ import annotations

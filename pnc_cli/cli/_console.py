@@ -1,6 +1,6 @@
 """Console output for the CLI: JSON and tables on stdout; notes, progress and errors on stderr.
 
-Layer L5 (the only place with rich). ``--json`` prints exactly one JSON document (floats to 6
+Layer cli (the only place with rich). ``--json`` prints exactly one JSON document (floats to 6
 significant digits). On a terminal, tables and progress bars are drawn with rich; otherwise (a pipe,
 a CI log) tables are plain full-width text (or TSV with ``--tsv``) and progress is one plain line per
 stage/epoch, plus a heartbeat line whenever nothing was printed for ``HEARTBEAT_S`` seconds.

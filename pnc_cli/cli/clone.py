@@ -1,6 +1,6 @@
 """Commands ``pnc clone`` and ``pnc search`` (docs/method-spec.md §3-5).
 
-Layer L5: options → CloneConfig → ``pnc_cli.api.cloning`` → table or --json. The options the two
+Layer cli: options → CloneConfig → ``pnc_cli.api.cloning`` → table or --json. The options the two
 commands share (inputs, training) are declared once below and offered to both by ``option_group``;
 their defaults are read from ``CloneConfig()``.
 """

@@ -1,6 +1,6 @@
 """Commands on deltas: apply (stack deltas on a target) and remove (strip them, restoring the target).
 
-Layer L5: parse options → call ``pnc_cli.api`` → render (table or --json). docs/delta-format.md.
+Layer cli: parse options → call ``pnc_cli.api`` → render (table or --json). docs/delta-format.md.
 """
 
 from __future__ import annotations

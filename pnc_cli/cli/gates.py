@@ -1,6 +1,6 @@
 """Quality gates for CI: ``pnc eval --fail-under METRIC=VALUE`` / ``--fail-over METRIC=VALUE``.
 
-Layer L5. A gate compares one number of the eval document with a threshold; any failed gate makes the
+Layer cli. A gate compares one number of the eval document with a threshold; any failed gate makes the
 command exit 3 (EXIT_VERIFY) with one line naming what fell short, after the result was printed.
 ``ori_drop`` (target alone minus cloned, on the target's classes) is a cost: ``--fail-under
 ori_drop=X`` means the same as ``--fail-over ori_drop=X`` (fail when the drop is above X).

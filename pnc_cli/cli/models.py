@@ -1,6 +1,6 @@
 """Commands on base models: list-archs, info, train, eval, predict, import.
 
-Layer L5: parse options → build config → call ``pnc_cli.api`` → render (table or --json). The api
+Layer cli: parse options → build config → call ``pnc_cli.api`` → render (table or --json). The api
 (and with it torch) is imported inside the command functions, so ``pnc --version`` and ``--help``
 stay fast.
 """

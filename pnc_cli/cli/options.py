@@ -1,6 +1,6 @@
 """The options every command shares, declared once, and the ``command`` decorator that offers them.
 
-Layer L5. A command function declares only its own options, plus a ``run: Run`` parameter when it
+Layer cli. A command function declares only its own options, plus a ``run: Run`` parameter when it
 needs the shared ones; ``command(...)`` adds the shared options it names to the signature Typer
 reads, collects their values into a ``Run`` and handles errors. Options a command does not name are
 not offered (``info`` has no ``--seed``). Defaults come from one place: the core config dataclasses

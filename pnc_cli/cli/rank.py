@@ -1,6 +1,6 @@
 """Command ``pnc rank-sources`` (docs/method-spec.md §6, seed Eq. 6-8).
 
-Layer L5: options → SurrogateConfig → ``pnc_cli.api.ranking`` → table or --json. Exit 1 when a
+Layer cli: options → SurrogateConfig → ``pnc_cli.api.ranking`` → table or --json. Exit 1 when a
 source is ineligible (after the table / JSON is printed).
 """
 

@@ -1,6 +1,6 @@
 """``-`` as a file name: stdin for an input file, stdout for a one-file output (docs/cli.md#streams).
 
-Layer L5. The library only ever reads and writes regular files (io/safetensors_io.py refuses devices,
+Layer cli. The library only ever reads and writes regular files (io/safetensors_io.py refuses devices,
 symlinks, FIFOs and directories); this edge turns ``-`` into a file in a private temporary directory:
 stdin is copied there before the command runs, and an output written there is copied to stdout after
 the command succeeded (nothing reaches stdout when it fails). While a file goes to stdout, the JSON

@@ -1,6 +1,6 @@
 """Command ``pnc surrogate``: the local model set G of a model on a sample of data (docs/method-spec.md §2).
 
-Layer L5: options → SurrogateConfig → ``pnc_cli.api.surrogates.compute_surrogate`` → table or --json.
+Layer cli: options → SurrogateConfig → ``pnc_cli.api.surrogates.compute_surrogate`` → table or --json.
 Numeric defaults are read from ``SurrogateConfig()`` (the single source of defaults).
 """
 

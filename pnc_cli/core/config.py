@@ -1,6 +1,6 @@
 """Frozen configuration dataclasses, the single source of defaults.
 
-Layer L0: stdlib only. Each stage has one config; ``__post_init__`` validates and raises
+Layer core: stdlib only. Each stage has one config; ``__post_init__`` validates and raises
 ``ConfigError`` naming the bad value; ``to_dict``/``from_dict`` round-trip through JSON metadata.
 """
 

@@ -1,6 +1,6 @@
 """Device choice and process rank, in one place.
 
-Layer L0 (torch only). ``resolve_device`` is the only place that maps ``auto|cpu|cuda`` to a torch
+Layer core (torch only). ``resolve_device`` is the only place that maps ``auto|cpu|cuda`` to a torch
 device; ``is_main_process`` is what a future torchrun (DDP) run will use to print on rank 0 only.
 """
 

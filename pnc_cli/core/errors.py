@@ -1,6 +1,6 @@
 """Error hierarchy of pnc and the exit code each error maps to.
 
-Layer L0: stdlib only. Every error the user can cause is a ``PncError`` with a one-line message
+Layer core: stdlib only. Every error the user can cause is a ``PncError`` with a one-line message
 that says what is wrong, which file, and what to do. The CLI edge maps ``exit_code`` to the process
 exit status (docs/errors.md lists them).
 """

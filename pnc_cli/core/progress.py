@@ -1,6 +1,6 @@
 """Progress reporting protocol used by long-running library code.
 
-Layer L0: stdlib only. Algorithm and orchestration modules receive a ``Progress`` and call
+Layer core: stdlib only. Algorithm and orchestration modules receive a ``Progress`` and call
 ``start``/``advance``/``finish``; the CLI implements it with rich on stderr. Library code never prints.
 """
 

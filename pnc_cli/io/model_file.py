@@ -1,6 +1,6 @@
 """Classifier checkpoints: safetensors state dict plus pnc metadata (docs/formats.md).
 
-Layer L1. A model file records the architecture and its keyword arguments, the ordered class names,
+Layer io. A model file records the architecture and its keyword arguments, the ordered class names,
 the input channels and size, the normalisation, the training data (when pnc trained it) and the
 sha256 of its tensor contents. Plain state dicts written by other tools load when the caller supplies
 the architecture and class names.

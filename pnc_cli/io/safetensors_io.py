@@ -1,6 +1,6 @@
 """Safetensors reading and writing: deterministic bytes, atomic writes, content hashes, clear errors.
 
-Layer L1 (torch, safetensors). Every file pnc writes goes through ``write_safetensors``: tensors are
+Layer io (torch, safetensors). Every file pnc writes goes through ``write_safetensors``: tensors are
 laid out in sorted-name order, the header JSON has sorted keys and metadata values are strings, so the
 same tensors and metadata always give the same bytes. Writes go to a temporary file in the output's
 directory and are moved into place with ``os.replace``. Nothing here uses pickle.

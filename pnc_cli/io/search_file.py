@@ -1,6 +1,6 @@
 """The ``pnc search`` output file: the per-position curves plus the trained branch of R*.
 
-Layer L1 (IO). Tensors: the delta tensors of the R* branch (docs/delta-format.md) and ``search.<field>``
+Layer io (IO). Tensors: the delta tensors of the R* branch (docs/delta-format.md) and ``search.<field>``
 curves ([num_positions] each, search order). Metadata: the delta's own metadata with
 ``pnc.kind = "search"`` and ``pnc.search.inputs`` (hashes of source, target, classes and data) so
 ``pnc clone --search`` can refuse a file made for other inputs.

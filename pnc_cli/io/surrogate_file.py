@@ -1,6 +1,6 @@
 """The surrogate file: a local model set G on disk (docs/surrogate.md lists the format).
 
-Layer L1 (torch, safetensors via ``fileio``, ``errors``). It names, validates, writes and reads the
+Layer io (torch, safetensors via ``safetensors_io``, ``errors``). It names, validates, writes and reads the
 tensors and metadata of ``pnc surrogate -o G.safetensors``; it does not import the algorithm
 (``pnc_cli.method.surrogate``), so it returns raw tensors in a small dataclass.
 

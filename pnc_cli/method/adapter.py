@@ -1,6 +1,6 @@
 """Adapter ``A`` of the cloned model (docs/method-spec.md §3).
 
-Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
+Layer method: pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.
 
 ``A`` maps the target's features after block ``R`` (shape ``in_shape``, batch excluded) to the shape

@@ -1,6 +1,6 @@
 """Cloning metrics (docs/method-spec.md §7; seed Tables 2-6): Ori/Tar/Avg Acc, locality, extra params.
 
-Layer L2 (torch; uses the surrogate and ZEST alignment for the ZEST locality distance).
+Layer method (torch; uses the surrogate and ZEST alignment for the ZEST locality distance).
 """
 
 from __future__ import annotations

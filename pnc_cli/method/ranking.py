@@ -1,7 +1,7 @@
 """Ranking candidate sources by the similarity of their local model sets (docs/method-spec.md §6, seed Eq.
 6-8).
 
-Layer L3 (algorithm): torch and ``pnc_cli.method.zest`` only; no file IO, no printing.
+Layer method (algorithm): torch and ``pnc_cli.method.zest`` only; no file IO, no printing.
 
 Every model's local model set ``Θ [N, P, C]`` is computed on the same samples ``D_t`` (the requested
 classes) and the same masks B. The score of a source is Eq. 7 of the seed,

@@ -1,6 +1,6 @@
 """Selector mask ``M`` over the transferable source module (docs/method-spec.md §3, seed Alg. 1 line 21).
 
-Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
+Layer method: pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.
 
 :class:`ChannelSelector` keeps one learnable score per output channel (``Conv2d``) or unit

@@ -1,6 +1,6 @@
 """Local model set G: LIME-style linear surrogates of a model around each sample.
 
-Layer L2 (algorithm). Implements docs/method-spec.md §2 (seed Eq. 1-4): for each sample ``x_i`` the
+Layer method (algorithm). Implements docs/method-spec.md §2 (seed Eq. 1-4): for each sample ``x_i`` the
 image is cut into a ``grid x grid`` patch grid, ``|B|`` binary masks ``b`` switch patches off
 (``b^h = 0`` -> the patch is replaced by its per-channel mean, Eq. 2), each mask gets the kernel
 weight ``Pi_b = exp(-sqrt(1 - cos(b, 1)) / sigma)`` (Eq. 3), and ``g_i(b) = theta_i^T b + c_i`` is

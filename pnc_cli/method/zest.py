@@ -1,6 +1,6 @@
 """ZEST column alignment and similarity of local model sets (docs/method-spec.md §6, seed Eq. 6-8).
 
-Layer L2 "algorithm": pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
+Layer method: pure torch + stdlib (+ ``pnc_cli.core.errors``). Must not import typer, rich or any
 other pnc_cli module, must not print and must not touch files.
 
 Two surrogate tensors ``theta [N, P, C]`` (N samples, P = H² patches, C output columns), computed on

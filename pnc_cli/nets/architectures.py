@@ -1,6 +1,6 @@
 """The built-in architectures and their block splits (docs/architectures.md).
 
-Layer L1 (torch, torchvision). Each builder follows the registry protocol
+Layer nets (torch, torchvision). Each builder follows the registry protocol
 ``build(num_classes, in_channels, input_size, **kwargs) -> (model, blocks, classifier)``.
 torchvision models keep their own state-dict names, so a torchvision checkpoint saved elsewhere
 loads with ``--arch``; small inputs (<= 64 px) get a small stem (3x3 stride-1 first conv, no max-pool).

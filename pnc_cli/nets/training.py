@@ -1,6 +1,6 @@
 """Supervised training and evaluation of a classifier (``pnc train`` / ``pnc eval``).
 
-Layer L2 (torch only; no file IO, no CLI). Works on any ``nn.Module`` plus the callable that maps
+Layer nets (torch only; no file IO, no CLI). Works on any ``nn.Module`` plus the callable that maps
 images in [0, 1] to logits, so the same loop serves plain networks and cloned models.
 """
 
