@@ -260,7 +260,8 @@ def rank_sources(
             fitted = _fit_model(loaded, chosen, identity, masks, cfg, cache_dir, data_hash, dev, progress)
         except (PncError, RuntimeError, ValueError, OSError) as exc:
             reason = str(exc) if isinstance(exc, PncError) else f"{type(exc).__name__}: {exc}"
-            log.info("source %s is not eligible: %s", src, reason)
+            # the error itself, not its text: the CLI writes the parameter names it declares as flags
+            log.info("source %s is not eligible: %s", src, exc if isinstance(exc, PncError) else reason)
             rows[name] = _row(str(src), None, loaded, time.perf_counter() - start, reason)
             continue
         thetas[name] = fitted.theta

@@ -8,7 +8,6 @@ Layer cli.
 from __future__ import annotations
 
 import functools
-import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typer.core import TyperGroup
 
 from ..core.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, PncError
 from . import _console as console
+from ._flags import cli_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,36 +28,6 @@ ClickException: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
 )
 _NoArgsIsHelp: Any = getattr(sys.modules[ClickException.__module__], "NoArgsIsHelpError", ())
-
-
-# Parameter names (config fields, API arguments) whose flag is not ``--`` + the name in kebab case.
-FLAG_OF: dict[str, str] = {"max_extra_ratio": "--max-extra", "output": "-o/--output"}
-
-
-def flag_of(name: str) -> str:
-    """The command-line flag of a parameter name: ``batch_size`` -> ``--batch-size``."""
-    return FLAG_OF.get(name, "--" + name.replace("_", "-"))
-
-
-def cli_message(exc: PncError) -> str:
-    """The error's message with the parameter names it declares (``exc.options``) written as flags.
-
-    Code below the CLI names parameters ("epochs must be at least 1, got 0"); users of the command line
-    see "--epochs must be at least 1, got 0". Messages read "what is wrong; what to do": a name that
-    occurs in the what-to-do part (after the last "; ") is replaced there, everywhere in that part;
-    otherwise its first occurrence in the message is. Only whole words, never parts of paths.
-    """
-    message = str(exc)
-    head, sep, tail = message.rpartition("; ")
-    if not sep:
-        head, tail = "", message
-    for name in sorted(getattr(exc, "options", ()), key=len, reverse=True):
-        word = re.compile(r"(?<![\w./-])" + re.escape(name) + r"(?![\w/-]|\.\w)")
-        if word.search(tail):
-            tail = word.sub(flag_of(name), tail)
-        else:
-            head = word.sub(flag_of(name), head, count=1)
-    return head + sep + tail
 
 
 def handle_errors(fn: F) -> F:

@@ -24,6 +24,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.errors import PncError
+from ._flags import cli_message
+
 HEARTBEAT_S = float(os.environ.get("PNC_HEARTBEAT_S", "10"))
 DIGITS = 6
 
@@ -119,6 +122,8 @@ class _PlainHandler(logging.Handler):
     """Library notes (logging 'pnc_cli') as plain lines on stderr; warnings even with --quiet."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple):  # a PncError logged as an argument: its names as flags
+            record.args = tuple(cli_message(a) if isinstance(a, PncError) else a for a in record.args)
         note(record.getMessage(), quiet=_state.quiet and record.levelno < logging.WARNING)
 
 

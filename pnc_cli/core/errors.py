@@ -21,7 +21,7 @@ class PncError(Exception):
     ``options`` names the parameters (config fields, API arguments) that the message mentions by
     name, e.g. ``ConfigError("epochs must be at least 1, got 0", options=("epochs",))``. Code below
     the CLI never writes a flag such as ``--epochs``; the CLI edge rewrites these names into its
-    flags when it prints the message (cli/_common.py).
+    flags when it prints the message (cli/_flags.py).
     """
 
     exit_code = EXIT_RUNTIME

@@ -235,9 +235,9 @@ def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> Lo
     try:
         network = build_from_spec(spec)
     except UnknownArchitectureError as exc:  # unknown or untrusted: the user's to fix (exit 2)
-        raise type(exc)(f"{p}: {exc}") from None
+        raise type(exc)(f"{p}: {exc}", options=exc.options) from None
     except UsageError as exc:
-        raise IncompatibleError(f"{p}: {exc}") from None
+        raise IncompatibleError(f"{p}: {exc}", options=exc.options) from None
     check_state_dict(network, tensors, p)
     network.model.load_state_dict(dict(tensors), strict=True)
     network.freeze()

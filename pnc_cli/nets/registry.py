@@ -93,7 +93,8 @@ def _custom_architecture(name: str) -> ArchInfo:
             )
         raise UntrustedArchitectureError(
             f"architecture {name!r} is user code (a custom package.module:function) and is not trusted; "
-            f"pass --trust-arch {name} or set {ENV_TRUST}={name} if you trust it (docs/security.md)"
+            f"pass trust_arch {name} or set {ENV_TRUST}={name} if you trust it (docs/security.md)",
+            options=("trust_arch",),
         )
     module_name, _, fn_name = name.partition(":")
     cwd = os.getcwd()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pnc_cli.cli._common import cli_message, flag_of
+from pnc_cli.cli._flags import cli_message, flag_of
 from pnc_cli.core.errors import ConfigError, DataError, IncompatibleError, UsageError
 
 

@@ -274,7 +274,7 @@ def _raised_strings(tree: ast.AST) -> list[tuple[int, str]]:
 
 def test_no_cli_flags_below_the_cli() -> None:
     """Errors raised below cli/ name parameters (``epochs``), never flags (``--epochs``): the CLI edge
-    turns the names an error declares in ``options`` into flags (cli/_common.py ``cli_message``)."""
+    turns the names an error declares in ``options`` into flags (cli/_flags.py ``cli_message``)."""
     bad = []
     for m, p in all_modules().items():
         if area_of(m) in ("cli", "") or m in FLAG_NAMES_PENDING:

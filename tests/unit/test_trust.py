@@ -16,7 +16,7 @@ import pytest
 from pnc_cli import api
 from pnc_cli.core.errors import UntrustedArchitectureError
 from pnc_cli.core.trust import ENV_TRUST, no_user_code, trusted_archs
-from pnc_cli.nets.registry import build_network
+from pnc_cli.nets import build_network
 from tests.conftest import TINY_CONFIG
 
 EVIL = "rt_evil_mod:build"
