@@ -1,4 +1,5 @@
-"""Deltas and cloned files as runnable modules: the glue between ``io.delta_file`` and ``method.branch_state``.
+"""Deltas and cloned files as runnable modules: the glue between ``io.delta_file`` and
+``method.branch_state``.
 
 Layer: api. The format is ``io.delta_file``'s; how a branch is stored is ``method.branch_state``'s.
 """

@@ -1,6 +1,6 @@
-"""Orchestration of ``pnc clone`` and ``pnc search``: the method end to end (method spec §3-5, §7).
+"""Orchestration of ``pnc clone`` and ``pnc search``: the method end to end (docs/method-spec.md §3-5, §7).
 
-Layer L4. ``clone`` reads like Alg. 1: load and check the models → gather the data (cloned classes,
+Layer api. ``clone`` reads like Alg. 1: load and check the models → gather the data (cloned classes,
 target-domain samples with pseudo-labels, a validation split) → local model set G → position search
 → binarised branch → metrics on the held-out test split → delta file.
 """
@@ -241,7 +241,7 @@ def local_targets(
     device: torch.device,
     progress: Progress,
 ) -> LocalTargets:
-    """G of the source on cloned-class training images (method spec §2), restricted to C_f.
+    """G of the source on cloned-class training images (docs/method-spec.md §2), restricted to C_f.
 
     A given file may use any train-split samples of the cloned classes (never test ones); computed
     on the fly, G uses the first ``samples`` of a seeded class-balanced draw of the training fraction.
@@ -305,7 +305,7 @@ def run_search(
 
 def evaluate_branch(inp: CloneInputs, branch: Branch, device: torch.device) -> dict[str, Any]:
     """Ori/Tar/Avg Acc and locality of target (+ its existing deltas) + branch on the held-out test split
-    (method spec §7). "Ori" covers every class the model knew before this clone."""
+    (docs/method-spec.md §7). "Ori" covers every class the model knew before this clone."""
     spec = inp.target.spec
     net = inp.target.network.to(device)
     before = (
@@ -352,7 +352,8 @@ def build_delta(
     sconfig: SurrogateConfig | None,
     split_seed: int,
 ) -> DeltaFile:
-    """The delta of a trained branch; ``metrics`` gains the delta's parameter count (counted on its tensors)."""
+    """The delta of a trained branch; ``metrics`` gains the delta's parameter count (counted on its
+    tensors)."""
     branch = branch.cpu()
     tensors = branch_tensors(branch, masks, online=online)
     extra = count_params(tensors)

@@ -244,7 +244,8 @@ def _check_lifo(stack: Sequence[DeltaFile], drop: Sequence[str], path: str | Pat
         if below:
             raise IncompatibleError(
                 f"{path}: delta {d.name} (joint head) reads delta {below[0]}; remove {d.name} first "
-                "(joint-head deltas come off last-in-first-out), or use --all"
+                "(joint-head deltas come off last-in-first-out), or remove all",
+                options=("all",),
             )
 
 

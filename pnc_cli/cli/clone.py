@@ -93,7 +93,8 @@ TRAINING = [
             str,
             typer.Option(
                 help="'joint': one head over target and module features, fitted in closed form (default); "
-                "'append': new-class logits appended, trained by gradient per position (the seed's objective)."
+                "'append': new-class logits appended, trained by gradient per position (the seed's "
+                "objective)."
             ),
         ],
         D.head,

@@ -1,10 +1,11 @@
 """The delta file and the cloned-model file (docs/delta-format.md is normative).
 
-Layer L1 (torch, safetensors via ``fileio``, ``errors``). No ``nn.Module`` logic: this module only names,
-validates, writes and reads tensors and metadata. A *delta* holds one cloned branch of method spec §3
-(adapter ``A``, selector mask ``M``, head ``F_c``, calibration and, offline, the kept source filters);
-a *cloned* file holds a target's tensors unchanged plus one or more deltas under ``pnc_delta.<name>.``,
-and the target's original metadata verbatim, so removing every delta gives back the original bytes.
+Layer io (torch, safetensors via ``safetensors_io``, ``errors``). No ``nn.Module`` logic: this module
+only names, validates, writes and reads tensors and metadata. A *delta* holds one cloned branch of
+docs/method-spec.md §3 (adapter ``A``, selector mask ``M``, head ``F_c``, calibration and, offline, the
+kept source filters); a *cloned* file holds a target's tensors unchanged plus one or more deltas under
+``pnc_delta.<name>.``, and the target's original metadata verbatim, so removing every delta gives back the
+original bytes.
 
 Checks happen on the header before any tensor is loaded: kind, format version, required info keys and
 tensor names (``DeltaFormatError``, exit 2); after loading, recorded sha256 vs content
@@ -46,7 +47,10 @@ KIND_CLONED = "cloned"
 TENSOR_PREFIXES = ("adapter.", "source.", "mask.", "head.", "calibration.", "features.")
 CLONED_PREFIX = "pnc_delta."
 # fmt: off
-REQUIRED_INFO = ("name", "target", "source", "classes", "source_class_index", "position", "adapter", "mode", "config", "seed")
+REQUIRED_INFO = (
+    "name", "target", "source", "classes", "source_class_index", "position", "adapter", "mode", "config",
+    "seed",
+)
 # fmt: on
 OPTIONAL_INFO = ("metrics", "extra_params", "search", "head", "reads")
 HEAD_KINDS = ("joint", "append")
@@ -72,7 +76,7 @@ MODEL_VIEW_KEYS = ("pnc.arch", "pnc.arch_kwargs", "pnc.input", "pnc.normalizatio
 
 def count_params(tensors: Mapping[str, torch.Tensor]) -> int:
     """Elements of float tensors that are not BatchNorm statistics (``BUFFER_SUFFIXES``): the "params"
-    of method spec §7 "Extra params", for deltas and targets alike."""
+    of docs/method-spec.md §7 "Extra params", for deltas and targets alike."""
     return sum(
         t.numel() for k, t in tensors.items() if t.is_floating_point() and not k.endswith(BUFFER_SUFFIXES)
     )
@@ -264,7 +268,10 @@ def _info_problems(info: Mapping[str, Any]) -> Iterator[str]:
         and pos["source"] <= end <= pos["source_blocks"]
         and pos["target"] < max(1, pos["target_blocks"])
     ):
-        yield "info.position is inconsistent (need source <= source_end <= source_blocks, target < target_blocks)"
+        yield (
+            "info.position is inconsistent "
+            "(need source <= source_end <= source_blocks, target < target_blocks)"
+        )
     problem = _adapter_problem(info["adapter"])
     if problem:
         yield problem
@@ -294,7 +301,8 @@ def check_tensor_names(names: Iterable[str], where: object) -> None:
     if bad:
         raise _fail(
             where,
-            f"unknown delta tensor names {', '.join(bad[:5])} (allowed prefixes: {', '.join(TENSOR_PREFIXES)})",
+            f"unknown delta tensor names {', '.join(bad[:5])} (allowed prefixes: "
+            f"{', '.join(TENSOR_PREFIXES)})",
         )
 
 
@@ -338,7 +346,8 @@ def _schema_problems(delta: DeltaFile) -> Iterator[str]:
 
 
 def validate_delta(delta: DeltaFile, where: object = "delta", *, strict: bool = True) -> None:
-    """Raise DeltaFormatError when ``delta`` breaks the format (name, info schema, tensor names, masks, mode)."""
+    """Raise DeltaFormatError when ``delta`` breaks the format (name, info schema, tensor names, masks,
+    mode)."""
     if not NAME_PATTERN.fullmatch(delta.name or ""):
         raise _fail(where, f"delta name {delta.name!r} must match [A-Za-z0-9_+-]+ (no dots)")
     check_info_keys(delta.info, where, strict=strict)

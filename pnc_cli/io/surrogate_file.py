@@ -174,7 +174,7 @@ def write_surrogate(path: str | Path, sf: SurrogateFile, *, force: bool = False)
 
     Raises:
         CheckpointError: tensors whose shapes do not fit together.
-        OutputExistsError / UsageError: see ``fileio.check_output``.
+        OutputExistsError / UsageError: see ``safetensors_io.check_output``.
     """
     _check(sf, path)
     try:

@@ -155,7 +155,8 @@ class Renorm(nn.Module):
         target_norm: tuple[torch.Tensor, torch.Tensor],
         source_norm: tuple[torch.Tensor, torch.Tensor],
     ) -> Renorm:
-        """The map from the target's normalisation ``(mean, std)`` (per channel, or one value) to the source's."""
+        """The map from the target's normalisation ``(mean, std)`` (per channel, or one value) to the
+        source's."""
         r = cls(shape)
         c = r.in_shape[0]
 

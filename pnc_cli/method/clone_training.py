@@ -1,6 +1,7 @@
-"""Training one branch: adapter A, selector M and head F_c on a frozen source and target (method spec §4).
+"""Training one branch: adapter A, selector M and head F_c on a frozen source and target
+(docs/method-spec.md §4).
 
-Layer L3 (torch). Loss: L_cls + α·L_loc + β·L_ins + γ·‖M‖₁ where
+Layer method (torch). Loss: L_cls + α·L_loc + β·L_ins + γ·‖M‖₁ where
 - L_cls: cross-entropy of M_c over C_t ∪ C_f on the training data (cloned classes carry their label,
   target-domain samples carry the target's own prediction);
 - L_loc: Π_b-weighted squared error between the masked source path M_s^[0:R_s] ∘ M_f ∘ F_c on b·x_i
@@ -95,7 +96,8 @@ class _TrainSelector(ChannelSelector):
 
 
 def _temperature(config: CloneConfig, epoch: int) -> float:
-    """Geometric annealing from ``temperature`` (first epoch) to ``temperature_end`` (last epoch, if not the first)."""
+    """Geometric annealing from ``temperature`` (first epoch) to ``temperature_end`` (last epoch, if not
+    the first)."""
     return config.temperature * (config.temperature_end / config.temperature) ** (
         epoch / max(config.epochs - 1, 1)
     )
@@ -134,7 +136,8 @@ class _Step:
             if c.beta > 0:
                 with torch.no_grad():
                     h_t = self.cloned.target.features(xb, br.position)
-                # "raw": the branch's logits before the calibration, which alone maps them to the target's scale
+                # "raw": the branch's logits before the calibration, which alone maps them to the target's
+                # scale
                 z = br(h_t) if c.ins_logits == "calibrated" else br.source_logits(br.adapter(h_t))
                 out["ins"] = _weighted_mse(z, target, w)
         return out
@@ -259,7 +262,8 @@ def train_branch(
 
 
 def branch_params(branch: Branch, masks: dict[str, torch.Tensor]) -> int:
-    """Parameters the branch adds to the target once sliced: kept source filters + adapter, head, calibration."""
+    """Parameters the branch adds to the target once sliced: kept source filters + adapter, head,
+    calibration."""
     own = sum(p.numel() for n, p in branch.named_parameters() if not n.startswith("module."))
     return own + count_kept_params(branch.module, masks, branch.adapter.out_shape)
 

@@ -1,4 +1,5 @@
-"""The cloned model M_c: the frozen target plus stacked branches (docs/method-spec.md §3, seed Alg. 1 l.13/24).
+"""The cloned model M_c: the frozen target plus stacked branches (docs/method-spec.md §3, seed Alg. 1
+l.13/24).
 
 Layer: method (torch; uses the adapter and the ``Network`` structure). A branch reads the target's
 features after block R (R = 0: the input image), maps them with the adapter A to what the source's

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..core.progress import NullProgress, Progress
-from ..nets.registry import Network
+from ..nets.network import Network
 from .adapter import Renorm
 from .cloned_model import Branch, ClonedModel, pool_features
 from .metrics import cloning_metrics

@@ -1,6 +1,6 @@
-"""Insertion-position search (method spec §5, seed Alg. 1 lines 9-22).
+"""Insertion-position search (docs/method-spec.md §5, seed Alg. 1 lines 9-22).
 
-Layer L3. For R = L-1 … 0: build a fresh branch at R, train it for the configured epochs, record the
+Layer method. For R = L-1 … 0: build a fresh branch at R, train it for the configured epochs, record the
 converged loss (mean total loss of the last epoch) and the held-out Ori/Tar/Avg accuracy on a
 validation split of the training data; R* = argmin loss (or argmax validation Avg Acc with
 ``select_by="val_acc"``). The trained branch of R* is kept, so nothing is trained twice.
@@ -51,7 +51,8 @@ class SearchOutcome:
 
 
 def choose(scores: list[PositionScore], select_by: str) -> int:
-    """Index of R*: lowest loss, or highest validation Avg Acc (ties: the later block, i.e. a smaller branch)."""
+    """Index of R*: lowest loss, or highest validation Avg Acc (ties: the later block, i.e. a smaller
+    branch)."""
     if select_by == "val_acc":
         return max(range(len(scores)), key=lambda i: (scores[i].val_avg_acc, scores[i].position))
     return min(range(len(scores)), key=lambda i: (scores[i].loss, -scores[i].position))

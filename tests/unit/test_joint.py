@@ -19,8 +19,7 @@ from pnc_cli.io.model_file import load_model
 from pnc_cli.method.branch_state import branch_extra_params, branch_tensors
 from pnc_cli.method.cloned_model import ClonedModel
 from pnc_cli.method.joint import JointSettings, batches, candidates, fit_joint
-from pnc_cli.nets.architectures import build_network
-from pnc_cli.nets.registry import Network
+from pnc_cli.nets import Network, build_network
 from tests.data.make_golden import GOLDEN_V2, TARGET_CLASSES, tiny_model_file
 
 torch.set_num_threads(1)
