@@ -11,7 +11,7 @@ import re
 from ..core.errors import PncError
 
 # Parameter names (config fields, API arguments) whose flag is not ``--`` + the name in kebab case.
-FLAG_OF: dict[str, str] = {"max_extra_ratio": "--max-extra", "output": "-o/--output"}
+FLAG_OF: dict[str, str] = {"max_extra_ratio": "--max-extra", "output": "-o"}
 
 
 def flag_of(name: str) -> str:

@@ -110,13 +110,17 @@ def _replaceable(out: Path) -> Path:
     except (FileNotFoundError, NotADirectoryError):  # the parent checks of check_output say why
         return out
     except OSError as exc:
-        raise UsageError(f"output {out} cannot be inspected ({exc.strerror}); choose another -o") from None
+        raise UsageError(
+            f"output {out} cannot be inspected ({exc.strerror}); choose another output", options=("output",)
+        ) from None
     if stat.S_ISLNK(lst.st_mode):
         try:
             st = os.stat(out)
         except OSError:
             raise UsageError(
-                f"output {out} is a symbolic link to nothing; pnc only replaces regular files, choose another -o"
+                f"output {out} is a symbolic link to nothing; pnc only replaces regular files, "
+                "choose another output",
+                options=("output",),
             ) from None
     else:
         st = lst
@@ -133,7 +137,9 @@ def _replaceable(out: Path) -> Path:
             else "not a regular file"
         )
         raise UsageError(
-            f"output {out} is {what}; pnc only replaces regular files (use - for stdout), choose another -o"
+            f"output {out} is {what}; pnc only replaces regular files (use - for stdout), "
+            "choose another output",
+            options=("output",),
         )
     return Path(os.path.realpath(out)) if stat.S_ISLNK(lst.st_mode) else out
 
@@ -155,17 +161,23 @@ def check_output(path: str | Path, *, force: bool, inputs: Iterable[str | Path |
                 same = False
             if same:
                 raise UsageError(
-                    f"output {out} is also an input ({inp}); inputs are never modified, choose another -o"
+                    f"output {out} is also an input ({inp}); inputs are never modified, "
+                    "choose another output",
+                    options=("output",),
                 )
         if not force:
             raise OutputExistsError(f"output {out} exists; pass force to overwrite it", options=("force",))
     parent = real.parent if str(real.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
-        raise UsageError(f"output directory {parent} is not a directory; choose another -o")
+        raise UsageError(
+            f"output directory {parent} is not a directory; choose another output", options=("output",)
+        )
     if not parent.is_dir():
         raise UsageError(f"output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
-        raise UsageError(f"output directory {parent} is not writable; choose another -o")
+        raise UsageError(
+            f"output directory {parent} is not writable; choose another output", options=("output",)
+        )
     return real
 
 

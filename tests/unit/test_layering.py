@@ -258,7 +258,7 @@ FLAG_NAMES_PENDING = {
     "pnc_cli.api.branches",
     "pnc_cli.method.clone_training",
 }
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z](?![\w-]))")
 
 
 def _raised_strings(tree: ast.AST) -> list[tuple[int, str]]:
