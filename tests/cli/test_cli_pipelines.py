@@ -177,7 +177,8 @@ def test_remove_verify(run_cli, cloned: SimpleNamespace, tmp_path: Path) -> None
 def test_dash_reads_stdin_and_writes_stdout(cloned: SimpleNamespace, tmp_path: Path) -> None:
     proc = sh(
         f"cat {cloned.target} | pnc info - --json > info.json\n"
-        f"pnc apply -t {cloned.target} -d {cloned.delta} -o - --json 2> apply.json | pnc info - --json > cloned.json\n"
+        f"pnc apply -t {cloned.target} -d {cloned.delta} -o - --json 2> apply.json "
+        "| pnc info - --json > cloned.json\n"
         f"pnc apply -t {cloned.target} -d {cloned.delta} -o - -q > cloned.safetensors\n"
         f"pnc remove - -o - --verify -q < cloned.safetensors > restored.safetensors\n"
         f"cat cloned.safetensors | pnc eval --model - --data digits --json -q > eval.json\n",
@@ -313,7 +314,8 @@ def test_heartbeat_when_a_stage_is_silent(
 
 def test_quiet_prints_no_progress(tmp_path: Path) -> None:
     proc = sh(
-        "pnc train --arch tiny_cnn --data digits --classes 0-4 --epochs 1 --input-size 16 -o t.safetensors -q",
+        "pnc train --arch tiny_cnn --data digits --classes 0-4 --epochs 1 --input-size 16 "
+        "-o t.safetensors -q",
         tmp_path,
         PNC_HEARTBEAT_S="0.05",
     )
