@@ -44,7 +44,6 @@ def cloned(tmp_path_factory: pytest.TempPathFactory, make_tiny_model: Callable[.
         target=target,
         classes="5",
         output=delta,
-        position=1,
         config=CloneConfig(epochs=1),
         merged=merged,
         device="cpu",
@@ -157,16 +156,16 @@ def test_remove_verify(run_cli, cloned: SimpleNamespace, tmp_path: Path) -> None
     delta6 = tmp_path / "d6.safetensors"
     api.clone(
         source=cloned.source,
-        target=cloned.target,
+        target=cloned.cloned,  # stacked onto the cloned model
         classes="6",
         output=delta6,
-        position=1,
         config=CloneConfig(epochs=1),
         device="cpu",
     )
-    assert run_cli("apply", "-t", cloned.target, "-d", cloned.delta, "-d", delta6, "-o", stacked)[0] == 0
+    code, _, stderr = run_cli("apply", "-t", cloned.cloned, "-d", delta6, "-o", stacked)
+    assert code == 0, stderr
     partial = tmp_path / "partial.safetensors"
-    code, stdout, stderr = run_cli("remove", stacked, "--delta", "clone-5", "-o", partial, "--verify")
+    code, stdout, stderr = run_cli("remove", stacked, "--delta", "clone-6", "-o", partial, "--verify")
     assert code == 3 and stdout == "" and not partial.exists()
     assert "would remain" in stderr and len(stderr.strip().splitlines()) == 1
 
@@ -216,7 +215,11 @@ def test_dry_runs_write_nothing(run_cli, cloned: SimpleNamespace, in_tmp: Path, 
     )
     assert code == 0, stderr
     plan = json.loads(stdout)
-    assert plan["dry_run"] and plan["classes"] == ["5", "6"] and plan["positions"] == [2, 1, 0]
+    assert (
+        plan["dry_run"]
+        and plan["classes"] == ["5", "6"]
+        and plan["positions"] == ([0] if plan.get("head") == "joint" else [2, 1, 0])
+    )
     assert plan["outputs"] == [{"path": "d.safetensors", "exists": False, "overwrite": False}]
     assert plan["train_samples"] > 0 and plan["test_samples"] > 0 and plan["data"] == "digits"
     assert 0 < plan["max_delta_params"] <= plan["source_params"]
