@@ -8,7 +8,6 @@ the same split whatever classes or fraction a command selects: a test sample is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import zlib
@@ -50,14 +49,6 @@ class ImageSet:
 
     def subset(self, keep: torch.Tensor) -> ImageSet:
         return replace(self, images=self.images[keep], labels=self.labels[keep], index=self.index[keep])
-
-    def content_hash(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps(self.classes).encode())
-        h.update(self.index.to(torch.int64).numpy().tobytes())
-        h.update(self.labels.to(torch.int64).numpy().tobytes())
-        h.update(self.images.contiguous().numpy().tobytes())
-        return h.hexdigest()
 
     def relabel(self, classes: list[str]) -> ImageSet:
         """Re-index labels against another ordered class list (every present name must be in it)."""

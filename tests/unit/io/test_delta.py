@@ -38,7 +38,7 @@ from pnc_cli.method.selector import slice_state
 from tests.data.make_golden import GOLDEN, SOURCE_CLASSES, TARGET_CLASSES, make_delta, tiny_model_file
 
 torch.set_num_threads(1)
-DOC = Path(__file__).resolve().parents[2] / "docs" / "delta-format.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "delta-format.md"
 
 
 @pytest.fixture

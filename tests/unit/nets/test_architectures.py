@@ -133,7 +133,7 @@ def test_unknown_architecture_is_a_clear_error() -> None:
 def test_importing_the_registry_module_alone_gives_the_full_registry() -> None:
     """nets/registry.py holds only state; the package ``__init__`` fills it, whatever module is imported."""
     code = "import pnc_cli.nets.registry as r; print(','.join(a.name for a in r.list_architectures()))"
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert set(out.stdout.strip().split(",")) == set(ARCHS)
