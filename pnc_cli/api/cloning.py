@@ -595,11 +595,14 @@ def clone(
     force: bool = False,
     device: str = "auto",
     progress: Progress | None = None,
+    inputs: CloneInputs | None = None,
 ) -> dict[str, Any]:
     """Clone ``classes`` of ``source`` into ``target``; write the delta (and optionally the merged model).
 
     Steps (seed Alg. 1): resolve inputs → local model set G → position search (or finish from a
-    ``pnc search`` file) → binarised branch → held-out metrics → delta file.
+    ``pnc search`` file) → binarised branch → held-out metrics → delta file. ``inputs``: the data already
+    gathered for this source, target, classes, config and split seed (``pnc rank-sources --clone-best``
+    reuses the ranking's); it is not gathered again.
     """
     config, sconfig, dev = _setup(
         config,
@@ -611,7 +614,7 @@ def clone(
     )
     progress = progress or NullProgress()
     start = time.perf_counter()
-    inp = gather_inputs(
+    inp = inputs or gather_inputs(
         source=source,
         target=target,
         classes=classes,

@@ -32,7 +32,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Evidence", "Spectrum", "class_logme", "log_evidence", "logme", "prepare", "spectrum"]
+__all__ = [
+    "Evidence",
+    "Spectrum",
+    "class_logme",
+    "log_evidence",
+    "log_evidences",
+    "logme",
+    "prepare",
+    "spectrum",
+]
 
 
 # α and β stay in [_LO, _HI]: when the labels lie in the span of the features (N ≤ D) the evidence can
@@ -77,13 +86,60 @@ def spectrum(features: torch.Tensor, rtol: float = 1e-10) -> Spectrum:
 
 
 def _terms(
-    alpha: float, beta: float, s2: torch.Tensor, z2: torch.Tensor, residual: float
-) -> tuple[float, float, float]:
-    den = alpha + beta * s2
-    gamma = float((beta * s2 / den).sum())
-    m2 = float((beta**2 * s2 * z2 / den**2).sum())
-    e2 = float((alpha**2 * z2 / den**2).sum()) + residual
+    alpha: torch.Tensor, beta: torch.Tensor, s2: torch.Tensor, z2: torch.Tensor, residual: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """γ, ‖m‖², ‖Fm − y‖² for every target column at once (``alpha, beta, residual [K]``, ``z2 [r, K]``)."""
+    den = alpha + beta * s2[:, None]  # [r, K]
+    gamma = (beta * s2[:, None] / den).sum(0)
+    m2 = (beta**2 * s2[:, None] * z2 / den**2).sum(0)
+    e2 = (alpha**2 * z2 / den**2).sum(0) + residual
     return gamma, m2, e2
+
+
+def log_evidences(
+    spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-8, max_iter: int = 1000
+) -> list[Evidence]:
+    """``log_evidence`` of every column of ``y [N, K]``, iterated together (one shared spectrum).
+
+    Raises:
+        ValueError: a zero column (nothing to explain) or another number of rows than ``N``.
+    """
+    y = y.to(torch.float64).reshape(len(y), -1)
+    if y.shape[0] != spec.n:
+        raise ValueError(f"{y.shape[0]} targets for {spec.n} feature rows")
+    yy = (y * y).sum(0)
+    if bool((yy <= 0).any()):
+        raise ValueError("a target vector is zero: no evidence to measure")
+    z2 = (spec.u.T @ y) ** 2  # [r, K]
+    residual = (yy - z2.sum(0)).clamp_min(0.0)
+    n, d, s2 = spec.n, spec.d, spec.s2
+    k = y.shape[1]
+    alpha = torch.ones(k, dtype=torch.float64)
+    beta = torch.ones(k, dtype=torch.float64)
+    active = torch.ones(k, dtype=torch.bool)
+    iterations = torch.zeros(k, dtype=torch.int64)
+    for _ in range(max_iter):
+        gamma, m2, e2 = _terms(alpha, beta, s2, z2, residual)
+        new_alpha = (gamma / m2.clamp_min(_TINY)).clamp(_LO, _HI)
+        new_beta = ((n - gamma) / e2.clamp_min(_TINY)).clamp(_LO, _HI)
+        done = ((new_alpha - alpha).abs() <= tol * alpha) & ((new_beta - beta).abs() <= tol * beta)
+        alpha = torch.where(active, new_alpha, alpha)
+        beta = torch.where(active, new_beta, beta)
+        iterations += active.to(torch.int64)
+        active &= ~done
+        if not bool(active.any()):
+            break
+    _, m2, e2 = _terms(alpha, beta, s2, z2, residual)
+    logdet = torch.log(alpha + beta * s2[:, None]).sum(0) + (d - len(s2)) * torch.log(alpha)
+    value = (
+        d / 2 * torch.log(alpha)
+        + n / 2 * torch.log(beta)
+        - n / 2 * math.log(2 * math.pi)
+        - alpha / 2 * m2
+        - beta / 2 * e2
+        - logdet / 2
+    ) / n
+    return [Evidence(float(value[j]), float(alpha[j]), float(beta[j]), int(iterations[j])) for j in range(k)]
 
 
 def log_evidence(spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-8, max_iter: int = 1000) -> Evidence:
@@ -95,35 +151,7 @@ def log_evidence(spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-8, max_iter
     y = y.to(torch.float64).flatten()
     if y.numel() != spec.n:
         raise ValueError(f"{y.numel()} targets for {spec.n} feature rows")
-    yy = float(y @ y)
-    if yy <= 0:
-        raise ValueError("the target vector is zero: no evidence to measure")
-    z = spec.u.T @ y
-    z2 = z * z
-    residual = max(yy - float(z2.sum()), 0.0)
-    n, d, s2 = spec.n, spec.d, spec.s2
-    alpha, beta = 1.0, 1.0
-    iterations = 0
-    while iterations < max_iter:
-        iterations += 1
-        gamma, m2, e2 = _terms(alpha, beta, s2, z2, residual)
-        new_alpha = min(max(gamma / max(m2, _TINY), _LO), _HI)
-        new_beta = min(max((n - gamma) / max(e2, _TINY), _LO), _HI)
-        done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
-        alpha, beta = new_alpha, new_beta
-        if done:
-            break
-    _, m2, e2 = _terms(alpha, beta, s2, z2, residual)
-    logdet = float(torch.log(alpha + beta * s2).sum()) + (d - len(s2)) * math.log(alpha)
-    value = (
-        d / 2 * math.log(alpha)
-        + n / 2 * math.log(beta)
-        - n / 2 * math.log(2 * math.pi)
-        - alpha / 2 * m2
-        - beta / 2 * e2
-        - logdet / 2
-    )
-    return Evidence(value / n, alpha, beta, iterations)
+    return log_evidences(spec, y[:, None], tol=tol, max_iter=max_iter)[0]
 
 
 def prepare(features: torch.Tensor) -> torch.Tensor:
@@ -142,13 +170,14 @@ def class_logme(
     """LogME per class (``L / N`` of the one-hot column of each class); None for a class whose column is
     constant (no sample of it, or only samples of it). ``center`` subtracts each column's mean (the
     head's intercept); ``features`` are used as given (see ``prepare``)."""
-    spec = spectrum(features)
-    out: list[float | None] = []
-    for k in range(num_classes):
-        y = (labels == k).to(torch.float64)
-        if center:
-            y = y - y.mean()
-        out.append(None if float(y @ y) <= 1e-12 else log_evidence(spec, y).value)
+    y = torch.nn.functional.one_hot(labels.to(torch.int64), num_classes).to(torch.float64)
+    if center:
+        y = y - y.mean(0)
+    live = [k for k in range(num_classes) if float(y[:, k] @ y[:, k]) > 1e-12]
+    out: list[float | None] = [None] * num_classes
+    if live:
+        for k, ev in zip(live, log_evidences(spectrum(features), y[:, live]), strict=True):
+            out[k] = ev.value
     return out
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pnc_cli.method.logme import class_logme, log_evidence, logme, prepare, spectrum
+from pnc_cli.method.logme import class_logme, log_evidence, log_evidences, logme, prepare, spectrum
 
 
 def direct_log_evidence(f: torch.Tensor, y: torch.Tensor, alpha: float, beta: float) -> float:
@@ -105,3 +105,15 @@ def test_length_mismatch_and_zero_target_are_refused() -> None:
         log_evidence(spectrum(f), y[:5])
     with pytest.raises(ValueError, match="zero"):
         log_evidence(spectrum(f), torch.zeros(8))
+
+
+def test_columns_iterated_together_equal_one_at_a_time() -> None:
+    f, _ = _data(30, 8, seed=5)
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(30, 4, generator=g, dtype=torch.float64) + f[:, :4]
+    spec = spectrum(f)
+    together = log_evidences(spec, y)
+    for j in range(4):
+        alone = log_evidence(spec, y[:, j])
+        assert together[j].value == pytest.approx(alone.value, rel=1e-12)
+        assert together[j].alpha == pytest.approx(alone.alpha, rel=1e-12)
