@@ -183,7 +183,7 @@ def rank_sources(
     score: str = "logme",
     clone_config: CloneConfig | None = None,
     target_data: str | None = None,
-    logme_samples: int = 1000,
+    logme_samples: int = 500,
     device: str = "auto",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -518,7 +518,7 @@ def rank_and_clone(
         "columns": "all",
         "clone_config": None,
         "target_data": None,
-        "logme_samples": 1000,
+        "logme_samples": 500,
     }
     doc, inp = _rank(
         target=target,

@@ -21,8 +21,9 @@ and the log evidence at the fixed point is
         − 1/2 [Σ_i log(α + β σ_i²) + (D − r) log α]
 
 LogME of a labelling with K classes is ``mean_k L(F, onehot_k) / N``. ``prepare`` gives the
-features the clone's ridge head reads (standardised columns, as ``JointSettings.standardize``) and
-centres the targets, which stands for the head's intercept.
+features the clone's ridge head reads (standardised columns, as ``JointSettings.standardize``);
+``class_logme`` centres the targets too, which stands for the head's intercept under a flat prior: the
+data then live in the ``N − 1`` dimensions orthogonal to the ones vector, and ``N − 1`` replaces ``N``.
 """
 
 from __future__ import annotations
@@ -97,9 +98,13 @@ def _terms(
 
 
 def log_evidences(
-    spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-8, max_iter: int = 1000
+    spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-5, max_iter: int = 1000, centered: bool = False
 ) -> list[Evidence]:
     """``log_evidence`` of every column of ``y [N, K]``, iterated together (one shared spectrum).
+
+    ``centered``: ``y`` and the columns of ``F`` have zero mean (an intercept under a flat prior); the data
+    then live in the ``N − 1`` dimensions orthogonal to the ones vector and ``N − 1`` replaces ``N``
+    (without it, the evidence would grow without bound along the ones direction as β → ∞).
 
     Raises:
         ValueError: a zero column (nothing to explain) or another number of rows than ``N``.
@@ -112,7 +117,7 @@ def log_evidences(
         raise ValueError("a target vector is zero: no evidence to measure")
     z2 = (spec.u.T @ y) ** 2  # [r, K]
     residual = (yy - z2.sum(0)).clamp_min(0.0)
-    n, d, s2 = spec.n, spec.d, spec.s2
+    n, d, s2 = spec.n - int(centered), spec.d, spec.s2
     k = y.shape[1]
     alpha = torch.ones(k, dtype=torch.float64)
     beta = torch.ones(k, dtype=torch.float64)
@@ -142,7 +147,9 @@ def log_evidences(
     return [Evidence(float(value[j]), float(alpha[j]), float(beta[j]), int(iterations[j])) for j in range(k)]
 
 
-def log_evidence(spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-8, max_iter: int = 1000) -> Evidence:
+def log_evidence(
+    spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-5, max_iter: int = 1000, centered: bool = False
+) -> Evidence:
     """Maximise the evidence of ``y [N]`` over ``α, β`` by the fixed-point iteration (module docstring).
 
     Raises:
@@ -151,7 +158,7 @@ def log_evidence(spec: Spectrum, y: torch.Tensor, *, tol: float = 1e-8, max_iter
     y = y.to(torch.float64).flatten()
     if y.numel() != spec.n:
         raise ValueError(f"{y.numel()} targets for {spec.n} feature rows")
-    return log_evidences(spec, y[:, None], tol=tol, max_iter=max_iter)[0]
+    return log_evidences(spec, y[:, None], tol=tol, max_iter=max_iter, centered=centered)[0]
 
 
 def prepare(features: torch.Tensor) -> torch.Tensor:
@@ -169,14 +176,16 @@ def class_logme(
 ) -> list[float | None]:
     """LogME per class (``L / N`` of the one-hot column of each class); None for a class whose column is
     constant (no sample of it, or only samples of it). ``center`` subtracts each column's mean (the
-    head's intercept); ``features`` are used as given (see ``prepare``)."""
+    head's intercept; ``features`` must then have zero-mean columns, as ``prepare`` gives) and counts
+    ``N − 1`` dimensions; otherwise ``features`` are used as given."""
     y = torch.nn.functional.one_hot(labels.to(torch.int64), num_classes).to(torch.float64)
     if center:
         y = y - y.mean(0)
     live = [k for k in range(num_classes) if float(y[:, k] @ y[:, k]) > 1e-12]
     out: list[float | None] = [None] * num_classes
     if live:
-        for k, ev in zip(live, log_evidences(spectrum(features), y[:, live]), strict=True):
+        evs = log_evidences(spectrum(features), y[:, live], centered=center)
+        for k, ev in zip(live, evs, strict=True):
             out[k] = ev.value
     return out
 

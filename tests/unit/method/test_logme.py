@@ -117,3 +117,16 @@ def test_columns_iterated_together_equal_one_at_a_time() -> None:
         alone = log_evidence(spec, y[:, j])
         assert together[j].value == pytest.approx(alone.value, rel=1e-12)
         assert together[j].alpha == pytest.approx(alone.alpha, rel=1e-12)
+
+
+def test_centred_evidence_is_the_evidence_of_the_data_projected_off_the_ones_vector() -> None:
+    f, y = _data(8, 12, seed=7)  # N < D: without the N − 1 the centred evidence would be unbounded
+    fc, yc = prepare(f), y - y.mean()
+    ev = log_evidence(spectrum(fc), yc, centered=True)
+    q = torch.linalg.qr(
+        torch.cat([torch.ones(8, 1, dtype=torch.float64), torch.eye(8, dtype=torch.float64)], 1)
+    )[0]
+    basis = q[:, 1:8]  # orthonormal basis of the complement of the ones vector
+    direct = direct_log_evidence(basis.T @ fc, basis.T @ yc, ev.alpha, ev.beta)
+    assert ev.value * 7 == pytest.approx(direct, rel=1e-8)
+    assert math.isfinite(ev.value)
