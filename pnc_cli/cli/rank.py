@@ -1,7 +1,8 @@
-"""Command ``pnc rank-sources`` (docs/method-spec.md §6, seed Eq. 6-8).
+"""Command ``pnc rank-sources`` (docs/ranking.md; method spec §6, seed Eq. 6-8).
 
-Layer cli: options → SurrogateConfig → ``pnc_cli.api.ranking`` → table or --json. Exit 1 when a
-source is ineligible (after the table / JSON is printed).
+Layer cli: options → CloneConfig / SurrogateConfig → ``pnc_cli.api.ranking`` → table or --json. Exit
+status: 0 when at least one source was ranked (ineligible ones are listed with their reasons), 1 when
+none was; ``--strict``: 1 as soon as any source is ineligible (and ``--clone-best`` clones nothing).
 """
 
 from __future__ import annotations
@@ -30,26 +31,45 @@ def register(app: typer.Typer) -> None:
     )(rank_sources)
 
 
+def _span(r: dict[str, Any]) -> str:
+    s = r.get("span")
+    return f"E={s['end']}" + (f" pool {s['pool']}" if s["pool"] else "") if s else "-"
+
+
 def _render(doc: dict[str, Any]) -> None:
+    logme = doc["score"] == "logme"
     rows = [
         (
             r["rank"] if r["rank"] is not None else "-",
             r["source"],
-            r["score"] if r["score"] is not None else "-",
-            r["arch"],
-            r["params"],
+            f"{r['score']:.4f}" if r["score"] is not None else "-",
+            *((_span(r),) if logme else ()),
+            r["arch"] or "-",
+            r["params"] if r["params"] is not None else "-",
             f"{r['seconds']:.2f}" + (" (cached)" if r["cached"] else ""),
             r["reason"] or "",
         )
         for r in doc["ranking"]
     ]
+    if logme:
+        how = f"LogME of the clone's labels on {doc['samples']} samples"
+    else:
+        how = f"{doc['samples']} samples × {doc['masks']} masks, grid {doc['grid']}, columns {doc['columns']}"
     title = (
         f"sources for classes {','.join(doc['classes'])} → {doc['target']['path']} "
-        f"({doc['samples']} samples × {doc['masks']} masks, grid {doc['grid']}, score {doc['score']}, "
-        f"columns {doc['columns']}, "
-        f"seed {doc['seed']})"
+        f"({how}, score {doc['score']}, seed {doc['seed']}; "
+        f"{doc['eligible']} ranked, {doc['failed']} ineligible)"
     )
-    header = ["rank", "source", f"score ({doc['score']})", "arch", "params", "time s", "ineligible because"]
+    header = [
+        "rank",
+        "source",
+        f"score ({doc['score']})",
+        *(["span"] if logme else []),
+        "arch",
+        "params",
+        "time s",
+        "ineligible because",
+    ]
     console.table(title, header, rows)
 
 
@@ -82,10 +102,25 @@ def rank_sources(
     score: Annotated[
         str,
         typer.Option(
-            help="Rank by 'similarity' to the target (seed Eq. 7) or by the sources' class 'evidence' "
-            "(docs/ranking.md)."
+            help="Rank by 'logme': the evidence of the clone's labels given its own features (default), "
+            "'similarity' to the target (seed Eq. 7) or the sources' class 'evidence' (docs/ranking.md)."
         ),
-    ] = "similarity",
+    ] = "logme",
+    logme_samples: Annotated[
+        int, typer.Option(help="--score logme: rows of the clone's training data scored (0: all).")
+    ] = 500,
+    target_data: Annotated[
+        str | None,
+        typer.Option(
+            help="--score logme: target-domain data, as pnc clone (default: the target's recorded data)."
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Exit 1 when any source is ineligible (default: only when none is ranked)."
+        ),
+    ] = False,
     columns: Annotated[
         str, typer.Option(help="Source columns compared: 'all' (seed Eq. 7) or 'cloned' (only --classes).")
     ] = "all",
@@ -101,20 +136,24 @@ def rank_sources(
         int, typer.Option(help="--clone-best: epochs per position.")
     ] = CloneConfig.epochs,
 ) -> None:
-    """Rank candidate sources for cloning classes into a target by local-model-set similarity (seed Eq. 7)."""
+    """Rank candidate sources for cloning classes into a target: by the evidence (LogME) of the clone's own
+    labels given the features its head would read (default), or by local-model-set similarity (seed Eq. 7)."""
     from ..api import ranking
-    from ..method.ranking import COLUMN_MODES, SCORE_MODES
+    from ..method.ranking import COLUMN_MODES
 
     seed, device, split_seed, force, quiet = run.seed, run.device, run.split_seed, run.force, run.quiet
     if columns not in COLUMN_MODES:
         raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
-    if score not in SCORE_MODES:
-        raise UsageError(f"--score must be one of {', '.join(SCORE_MODES)}, got {score!r}")
+    if score not in ranking.SCORES:
+        raise UsageError(f"--score must be one of {', '.join(ranking.SCORES)}, got {score!r}")
+    if logme_samples < 0:
+        raise UsageError(f"--logme-samples must be 0 (all) or positive, got {logme_samples}")
     if clone_best and output is None:
         raise UsageError("--clone-best needs -o delta.safetensors")
     if output is not None and not clone_best:
         raise UsageError("-o is only used with --clone-best")
     config = SurrogateConfig(samples=samples, masks=masks, grid=grid, masking_rate=masking_rate, seed=seed)
+    clone_config = CloneConfig(epochs=clone_epochs, seed=seed)
     common: dict[str, Any] = {
         "target": target,
         "sources": list(sources),
@@ -141,16 +180,20 @@ def rank_sources(
         )
         return
     common["progress"] = run.progress()
+    common.update(logme_samples=logme_samples, target_data=target_data)
     if clone_best:
         assert output is not None
         clone_kwargs = {
             "position": position,
-            "config": CloneConfig(epochs=clone_epochs, seed=seed),
+            "config": clone_config,
             "split_seed": split_seed,
+            "target_data": target_data,
         }
-        doc = ranking.rank_and_clone(output=output, force=force, clone_kwargs=clone_kwargs, **common)
+        doc = ranking.rank_and_clone(
+            output=output, force=force, strict=strict, clone_kwargs=clone_kwargs, **common
+        )
     else:
-        doc = ranking.rank_sources(**common)
+        doc = ranking.rank_sources(**common, clone_config=clone_config)
 
     def render(doc: dict[str, Any]) -> None:
         _render(doc)
@@ -168,6 +211,14 @@ def rank_sources(
             )
 
     run.emit(doc, render)
-    if doc["failed"]:
-        console.note(f"{doc['failed']} source(s) ineligible; see the reasons above", quiet=quiet)
+    if not doc["eligible"]:
+        console.note("no source is eligible; see the reasons above", quiet=quiet)
         raise typer.Exit(1)
+    if doc["failed"]:
+        console.note(
+            f"{doc['failed']} source(s) ineligible; see the reasons above"
+            + (" (--strict: exit 1, nothing cloned)" if strict else ""),
+            quiet=quiet,
+        )
+        if strict:
+            raise typer.Exit(1)

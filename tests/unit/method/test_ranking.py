@@ -111,7 +111,14 @@ def test_different_samples_are_incompatible() -> None:
 
 
 def _rank(models: dict[str, Path], names: list[str], **kw: object) -> dict:
-    opts: dict = {"classes": "5", "data": "digits", "config": FAST, "device": "cpu", **kw}
+    opts: dict = {
+        "classes": "5",
+        "data": "digits",
+        "config": FAST,
+        "device": "cpu",
+        "score": "similarity",
+        **kw,
+    }
     return rank_sources(
         target=models.get("as_target", models["target"]), sources=[models[n] for n in names], **opts
     )
@@ -127,6 +134,7 @@ def test_self_and_class_permuted_copy_score_one(models: dict[str, Path]) -> None
             config=FAST,
             device="cpu",
             columns=columns,
+            score="similarity",
         )
         assert doc["failed"] == 0
         assert [r["score"] for r in doc["ranking"]] == pytest.approx([1.0, 1.0], abs=1e-5)
@@ -219,6 +227,7 @@ def test_rank_and_clone_reuses_the_winners_surrogate(models: dict[str, Path], tm
         config=FAST,
         surrogates_dir=tmp_path / "G",
         device="cpu",
+        score="similarity",
         clone_kwargs={
             "config": CloneConfig(head="append", epochs=1, alpha=0.01, beta=0.01, max_ori_drop=None),
             "position": 2,
