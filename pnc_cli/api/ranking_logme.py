@@ -36,7 +36,7 @@ from .surrogates import select_samples
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LogmeRun", "check_source", "inputs_for", "logme_scores", "reason"]
+__all__ = ["LogmeRun", "check_source", "inputs_for", "logme_scores", "reason", "scoring_rows"]
 
 
 @dataclass
@@ -117,11 +117,7 @@ def logme_scores(
         split_seed=split_seed,
         device=device,
     )
-    x = torch.cat([inp.train[0]] + ([inp.val[0]] if inp.val is not None else []))
-    y = torch.cat([inp.train[1]] + ([inp.val[1]] if inp.val is not None else []))
-    if samples and len(y) > samples:
-        pos = select_samples(y, samples, config.seed)
-        x, y = x[pos], y[pos]
+    x, y = scoring_rows(inp, samples, config.seed)
     spec = inp.target.spec
     image_shape = (spec.in_channels, spec.input_size, spec.input_size)
     base = ClonedModel(inp.target.network, list(spec.classes), inp.existing).to_device(device).eval()
@@ -159,6 +155,17 @@ def logme_scores(
     progress.finish()
     run = LogmeRun(inp, len(y), list(inp.source_classes), time.perf_counter() - t0)
     return rows, failed, run
+
+
+def scoring_rows(inp: CloneInputs, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows the evidence is computed on: the clone's training and validation rows, at most ``samples``
+    of them (0: all) in a seeded class-balanced draw (``api.surrogates.select_samples``)."""
+    x = torch.cat([inp.train[0]] + ([inp.val[0]] if inp.val is not None else []))
+    y = torch.cat([inp.train[1]] + ([inp.val[1]] if inp.val is not None else []))
+    if samples and len(y) > samples:
+        pos = select_samples(y, samples, seed)
+        x, y = x[pos], y[pos]
+    return x, y
 
 
 def inputs_for(inp: CloneInputs, source: LoadedModel) -> CloneInputs:
