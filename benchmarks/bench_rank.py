@@ -195,7 +195,8 @@ def run_seed(seed: int, zoo: list[str], root: Path, samples: int) -> dict[str, A
         }
         r = rows[n]
         print(
-            f"  seed {seed} {n:20s} logme {r['logme']:.4f} (E={r['span']['end']})  sim {r['similarity']:.4f}  "
+            f"  seed {seed} {n:20s} logme {r['logme']:.4f} (E={r['span']['end']})  "
+            f"sim {r['similarity']:.4f}  "
             f"own {r['own_acc']:.3f}  knn {r['knn']:.3f}  Avg {r['avg_acc']:.4f} (E={r['clone_end']})  "
             f"clone cpu {r['clone_cpu']:.2f}s",
             flush=True,
@@ -248,7 +249,8 @@ def mean_std(values: list[float], fmt: str = ".3f") -> str:
 def report(results: list[dict[str, Any]], zoo: list[str], samples: int) -> str:
     seeds = " ".join(str(r["seed"]) for r in results)
     lines = [
-        f"## bench_rank: clone {CLONED} of {DATA} into lenet5({TARGET_CLASSES}) from {len(zoo)} sources, seeds {seeds}",
+        f"## bench_rank: clone {CLONED} of {DATA} into lenet5({TARGET_CLASSES}) from {len(zoo)} sources, "
+        f"seeds {seeds}",
         "",
         f"default CloneConfig (joint head); LogME on {samples} rows; 1 torch thread; CPU",
         "",
@@ -260,11 +262,13 @@ def report(results: list[dict[str, Any]], zoo: list[str], samples: int) -> str:
             s = r["sources"][n]
             lines.append(
                 f"| {r['seed']} | {n} | {s['logme']:.4f} | {s['span']['end']} | {s['similarity']:.4f} | "
-                f"{s['own_acc']:.3f} | {s['knn']:.3f} | {s['avg_acc']:.4f} | {s['clone_end']} | {s['clone_cpu']:.2f} |"
+                f"{s['own_acc']:.3f} | {s['knn']:.3f} | {s['avg_acc']:.4f} | {s['clone_end']} | "
+                f"{s['clone_cpu']:.2f} |"
             )
     lines += [
         "",
-        "| score | Spearman ρ with clone Avg | weighted τ | Avg points lost by its top pick | top pick within 0.3 pt |",
+        "| score | Spearman ρ with clone Avg | weighted τ | Avg points lost by its top pick "
+        "| top pick within 0.3 pt |",
         "|---|---|---|---|---|",
     ]
     for s in SCORES:
@@ -280,7 +284,8 @@ def report(results: list[dict[str, Any]], zoo: list[str], samples: int) -> str:
         "| cost (process CPU s) | mean ± std over seeds |",
         "|---|---|",
         f"| rank (LogME, {len(zoo)} sources) | {mean_std([r['rank_cpu'] for r in results], '.2f')} |",
-        f"| rank + clone the winner (rank_and_clone) | {mean_std([r['rank_and_clone_cpu'] for r in results], '.2f')} |",
+        "| rank + clone the winner (rank_and_clone) | "
+        f"{mean_std([r['rank_and_clone_cpu'] for r in results], '.2f')} |",
         f"| clone from all {len(zoo)} | {mean_std([r['clone_all_cpu'] for r in results], '.2f')} |",
         f"| speedup (all / rank + winner) | {mean_std([r['speedup_cpu'] for r in results], '.2f')} |",
     ]

@@ -213,10 +213,11 @@ def rank_sources(
         progress: Receives one stage per model (``"surrogate"``) or one ``"logme"`` stage.
 
     Returns:
-        ``{"ranking": [{"rank", "source", "score", "logme", "logme_cloned", "span", "similarity", "evidence",
-        "arch", "params", "seconds", "eligible", "reason", "cached", "surrogate", "classes"}], "target", "classes",
-        "data", "samples", "masks", "grid", "columns", "score", "seed", "eligible", "failed", "seconds"}``;
-        eligible rows first, highest score first (ties by name), then the ineligible ones in the order given.
+        ``{"ranking": [{"rank", "source", "score", "logme", "logme_cloned", "span", "similarity",
+        "evidence", "arch", "params", "seconds", "eligible", "reason", "cached", "surrogate", "classes"}],
+        "target", "classes", "data", "samples", "masks", "grid", "columns", "score", "seed", "eligible",
+        "failed", "seconds"}``; eligible rows first, highest score first (ties by name), then the
+        ineligible ones in the order given.
 
     Raises:
         UsageError: no sources, an unknown ``score``/``columns``, or classes missing from ``data``.
@@ -328,9 +329,13 @@ def _rank(
         device=dev,
         progress=progress,
     )
-    for name, exc in failed.items():
-        log.info("source %s is not eligible: %s", rows[name]["source"], exc if isinstance(exc, PncError) else reason(exc))
-        rows[name].update(eligible=False, reason=reason(exc))
+    for name, err in failed.items():
+        log.info(
+            "source %s is not eligible: %s",
+            rows[name]["source"],
+            err if isinstance(err, PncError) else reason(err),
+        )
+        rows[name].update(eligible=False, reason=reason(err))
     for name, found_row in found.items():
         rows[name].update(found_row)
     ordered = _order(rows, {name: r["logme"] for name, r in found.items()})

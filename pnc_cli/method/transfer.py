@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..nets.registry import Network
+from ..nets.network import Network
 from .cloned_model import ClonedModel
 from .joint import Candidate, candidates, joint_features
 from .logme import class_logme, prepare
@@ -53,8 +53,9 @@ def span_scores(
     max_features: int,
     batch_size: int = 512,
 ) -> list[SpanScore]:
-    """LogME of ``labels`` (``0..num_known-1`` the base's classes, then the cloned ones) given each candidate's
-    standardised ``[F_base ; f_m]`` on images ``x`` in [0, 1] (one pass of each network over ``x``).
+    """LogME of ``labels`` (``0..num_known-1`` the base's classes, then the cloned ones) given each
+    candidate's standardised ``[F_base ; f_m]`` on images ``x`` in [0, 1] (one pass of each network over
+    ``x``).
 
     Raises:
         ValueError: the source has no candidate span, or fewer than two classes occur in ``labels``.
