@@ -246,11 +246,13 @@ def _check_args(sources: list[str | Path], columns: str, score: str, classes: st
     if not sources:
         raise UsageError("give at least one source model to rank")
     if columns not in COLUMN_MODES:
-        raise UsageError(f"--columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}")
+        raise UsageError(
+            f"columns must be one of {', '.join(COLUMN_MODES)}, got {columns!r}", options=("columns",)
+        )
     if score not in SCORES:
-        raise UsageError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+        raise UsageError(f"score must be one of {', '.join(SCORES)}, got {score!r}", options=("score",))
     if not classes or (isinstance(classes, str) and not classes.strip(" ,")):
-        raise UsageError("--classes is empty; name the classes to clone, e.g. 5 or 5-9")
+        raise UsageError("classes is empty; name what to clone, e.g. 5 or 5-9", options=("classes",))
 
 
 def _order(rows: dict[str, dict[str, Any]], scores: dict[str, float]) -> list[dict[str, Any]]:
@@ -300,7 +302,9 @@ def _rank(
         )
     t0 = time.perf_counter()
     if logme_samples < 0:
-        raise UsageError(f"--logme-samples must be 0 (all) or positive, got {logme_samples}")
+        raise UsageError(
+            f"logme_samples must be 0 (all) or positive, got {logme_samples}", options=("logme_samples",)
+        )
     seed = (config or SurrogateConfig()).seed
     cconfig = clone_config or CloneConfig(seed=seed)
     progress = progress or NullProgress()
