@@ -57,12 +57,12 @@ from _common import (  # noqa: E402
 from pnc_cli.api.cloning import clone  # noqa: E402
 from pnc_cli.core.config import CloneConfig  # noqa: E402
 
-NO_BUDGET = "PNC, no size budget (γ=0.05)"
-PNC_VARIANTS = {"PNC": {}, NO_BUDGET: {"max_extra_ratio": None, "gamma": 0.05}}
+APPEND = "PNC, appended head (--head append)"
+PNC_VARIANTS = {"PNC": {}, APPEND: {"head": "append", "max_ori_drop": None}}
 METHODS = [
     "target alone",
     "PNC",
-    NO_BUDGET,
+    APPEND,
     "joint retraining (upper bound)",
     "naive fine-tuning",
     "LwF",

@@ -66,6 +66,12 @@ SEED_T3_AVG = [84.8, 84.3, 82.9, 82.3, 80.9]  # seed Table 3: pre-trained target
 METHODS = ["PNC", "naive fine-tuning", "LwF", "joint retraining (upper bound)"]
 
 
+def on_stack(args: argparse.Namespace) -> bool:
+    """Clone each task on the current cloned model: asked for, or implied by the joint head, whose delta
+    reads the features of every delta below it (docs/delta-format.md: joint heads stack LIFO)."""
+    return bool(args.train_on_stack) or CloneConfig().head == "joint"
+
+
 def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     tasks_names = [[str(2 * t), str(2 * t + 1)] for t in range(args.tasks)]
     order = [c for t in tasks_names for c in t]
@@ -95,7 +101,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         d = work / f"delta-t{k + 1}-s{seed}.safetensors"
         m = clone_metrics(
             source=src["path"],
-            target=str(files[-1]) if args.train_on_stack else tgt["path"],
+            target=str(files[-1]) if on_stack(args) else tgt["path"],
             classes=",".join(tasks_names[k]),
             data=args.data,
             seed=seed,
@@ -118,7 +124,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         )
         print(
             f"seed {seed} +task {k + 1}: {[round(a, 3) for a in steps[-1]['per_task']]} extra "
-            f"{r['extra_params_ratio']:.3f}",
+            f"{r['extra_params_ratio']:.3f} (this delta {m['extra_params_ratio']:.3f})",
             file=sys.stderr,
             flush=True,
         )
@@ -157,6 +163,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     assert all(identical), f"an intermediate removal differs from its apply step: {identical}"
     out["pnc_steps"] = steps
     out["deltas"] = deltas
+    out["on_stack"] = on_stack(args)
     incr = {"PNC": [s for s in steps if not s["step"].startswith("−")]}
     extra = {"PNC": steps[len(srcs)]["extra_params_ratio"]}
     recov = {"PNC": "yes (byte-identical, asserted)"}
@@ -287,6 +294,11 @@ def report(results: list[dict[str, Any]], n_tasks: int) -> str:
             + [fmt_pm(sm, "avg_acc"), fmt_pm(sm, "mean_task_acc")]
         )
     lines.append("Table 3 / Eq. 5 (PNC, stack then remove):\n\n" + table(head, body))
+    per_delta = [d["extra_params_ratio"] for r in results for d in r["deltas"]]
+    lines.append(
+        f"Extra params per delta (× target): max {max(per_delta):.3f}, mean {sum(per_delta) / len(per_delta):.3f} "
+        f"over {len(per_delta)} deltas; cloned on the stack: {'yes' if results[0].get('on_stack') else 'no'}"
+    )
     head = [
         "method",
         "Recov.?",
@@ -353,7 +365,7 @@ def main() -> None:
         )
         args.out = args.out.with_name(f"seed-incremental{suffix}.json")
         args.img_dir = Path("bench-out")  # quick plots stay out of docs/
-    if args.train_on_stack:
+    if args.train_on_stack and CloneConfig().head != "joint":
         suffix += "-stacktrain"
         args.out = args.out.with_name(f"seed-incremental{suffix}.json")
     torch.set_num_threads(1)

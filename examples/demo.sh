@@ -20,17 +20,21 @@ echo "== 2. the source's local model set G on the digits to clone (LIME-style su
 pnc surrogate --model "$S" --data mnist5k --classes 5 --samples 100 -o "$OUT/source-G.safetensors" --force
 
 echo
-echo "== 3. search the insertion position R for class 5 (loss per block boundary; plot in $OUT/search.png)"
-echo "   the seed's full objective L_cls + a·L_loc + b·L_ins uses G; the defaults (a = b = 0) are what"
-echo "   benchmarks/bench_clone.py measured best, see docs/benchmarks.md"
-pnc search --source "$S" --target "$T" --classes 5 --surrogate "$OUT/source-G.safetensors" --alpha 0.01 --beta 0.01 \
-  -o "$OUT/search.safetensors" --plot "$OUT/search.png" --force
+echo "== 3. search the transferable module for class 5: every source span [0:E], each read by one joint"
+echo "   head over [target features ; module features] fitted in closed form (plot in $OUT/search.png)"
+pnc search --source "$S" --target "$T" --classes 5 -o "$OUT/search.safetensors" --plot "$OUT/search.png" --force
 
 echo
 echo "== 4. clone class 5 into the target, finishing from the search: a small delta file"
 pnc clone --source "$S" --target "$T" --classes 5 --search "$OUT/search.safetensors" \
   -o "$OUT/delta.safetensors" --force
 pnc info "$OUT/delta.safetensors"
+
+echo
+echo "   the seed's appended head, trained by gradient with L_cls + a·L_loc + b·L_ins (G from step 2):"
+pnc clone --source "$S" --target "$T" --classes 5 --head append --surrogate "$OUT/source-G.safetensors" \
+  --alpha 0.01 --beta 0.01 --max-ori-drop -1 -o "$OUT/delta-append.safetensors" --force --quiet --json \
+  | "$PY" -c "import json, sys; d = json.load(sys.stdin); print(f\"append head: Ori {100 * d['ori_acc']:.1f} Tar {100 * d['tar_acc']:.1f} Avg {100 * d['avg_acc']:.1f}\")"
 
 echo
 echo "== 5. apply the delta: one cloned model that predicts 0-5; evaluate it (Ori/Tar/Avg Acc)"

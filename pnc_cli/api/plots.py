@@ -30,16 +30,31 @@ def save_figure(fig: Any, path: str | Path, *, force: bool) -> Path:
 
 
 def plot_search(scores: Sequence[Any], path: str | Path, *, title: str, force: bool = False) -> Path:
-    """Converged loss and validation accuracy per insertion position R (the seed's Fig. 1)."""
+    """Loss and validation accuracy per candidate (the seed's Fig. 1): per insertion position R for the
+    appended head, per source span ``[0:E]`` and pooling for the joint head."""
     check_output(path, force=force)
     plt = _pyplot()
-    rows = sorted(scores, key=lambda s: s.position)
-    xs = [s.position for s in rows]
+    joint = bool(scores) and hasattr(scores[0], "source_end")
+    if joint:
+        rows = sorted(scores, key=lambda s: (s.source_end, -s.pool))
+        labels = [f"E={s.source_end}" + (f"/p{s.pool}" if s.pool else "") for s in rows]
+    else:
+        rows = sorted(scores, key=lambda s: s.position)
+        labels = [str(s.position) for s in rows]
+    xs = list(range(len(rows)))
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(xs, [s.loss for s in rows], "o-", color="tab:red", label="converged loss")
-    ax.set_xlabel("insertion position R (target block)")
+    ax.plot(
+        xs,
+        [s.loss for s in rows],
+        "o-",
+        color="tab:red",
+        label="val squared error" if joint else "converged loss",
+    )
+    ax.set_xlabel(
+        "source span [0:E] / pooling (joint head)" if joint else "insertion position R (target block)"
+    )
     ax.set_ylabel("loss", color="tab:red")
-    ax.set_xticks(xs)
+    ax.set_xticks(xs, labels, fontsize=7)
     ax2 = ax.twinx()
     ax2.plot(xs, [100 * s.val_avg_acc for s in rows], "s--", color="tab:blue", label="val Avg Acc")
     ax2.plot(xs, [100 * s.val_tar_acc for s in rows], "^:", color="tab:green", label="val Tar Acc")
