@@ -306,7 +306,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-clone-") as tmp:
         for seed in args.seeds:
             results.append(run_seed(seed, args, overrides, Path(tmp)))
-            print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            avg = {m: round(100 * r["avg_acc"], 1) for m, r in results[-1]["methods"].items()}
+            print(
+                f"seed {seed} done ({time.perf_counter() - start:.0f} s): Avg {avg}",
+                file=sys.stderr,
+                flush=True,
+            )
     table, summary, goals = report(results)
     header = (
         f"PNC clone quality: {args.data}, {args.arch} target 0-4 / source 5-9, clone '5', fraction "

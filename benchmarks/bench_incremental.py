@@ -296,7 +296,8 @@ def report(results: list[dict[str, Any]], n_tasks: int) -> str:
     lines.append("Table 3 / Eq. 5 (PNC, stack then remove):\n\n" + table(head, body))
     per_delta = [d["extra_params_ratio"] for r in results for d in r["deltas"]]
     lines.append(
-        f"Extra params per delta (× target): max {max(per_delta):.3f}, mean {sum(per_delta) / len(per_delta):.3f} "
+        f"Extra params per delta (× target): max {max(per_delta):.3f}, "
+        f"mean {sum(per_delta) / len(per_delta):.3f} "
         f"over {len(per_delta)} deltas; cloned on the stack: {'yes' if results[0].get('on_stack') else 'no'}"
     )
     head = [

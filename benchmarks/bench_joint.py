@@ -93,7 +93,8 @@ def pareto(seed: int, work: Path, epochs: int) -> list[dict[str, Any]]:
                 }
             )
             print(
-                f"  pareto seed {seed} {head} {budget}: Avg {100 * r['avg_acc']:.1f} at {r['extra_params_ratio']:.3f}x",
+                f"  pareto seed {seed} {head} {budget}: Avg {100 * r['avg_acc']:.1f} "
+                f"at {r['extra_params_ratio']:.3f}x",
                 file=sys.stderr,
                 flush=True,
             )
@@ -296,7 +297,8 @@ def main() -> None:
                 for b in [*BUDGETS, "online"]:
                     sel = [r for r in rows if r["head"] == head and r["budget"] == b]
                     lines.append(
-                        f"| {head} | {b} | {pm([r['avg_acc'] for r in sel])} | {pm([r['ori_acc'] for r in sel])} "
+                        f"| {head} | {b} | {pm([r['avg_acc'] for r in sel])} "
+                        f"| {pm([r['ori_acc'] for r in sel])} "
                         f"| {pm([r['tar_acc'] for r in sel])} | {pm([r['extra_ratio'] for r in sel], 1, 3)} |"
                     )
             plot(rows, args.img)
@@ -305,7 +307,8 @@ def main() -> None:
             rows = [five(s, work, args.epochs) for s in args.seeds]
             doc["five"] = rows
             lines += [
-                "| clone 5-9 | PNC Avg | PNC Ori | PNC Tar | extra (×) | joint retraining, 10 classes, all data: Avg |",
+                "| clone 5-9 | PNC Avg | PNC Ori | PNC Tar | extra (×) "
+                "| joint retraining, 10 classes, all data: Avg |",
                 "|---|---|---|---|---|---|",
                 f"| mean ± std | {pm([r['pnc_avg'] for r in rows])} | {pm([r['pnc_ori'] for r in rows])} | "
                 f"{pm([r['pnc_tar'] for r in rows])} | {pm([r['extra_ratio'] for r in rows], 1, 3)} | "
@@ -320,7 +323,8 @@ def main() -> None:
             )
             for r in rows:
                 lines.append(
-                    f"| {r['seed']} | {[round(v, 1) for v in r['clone_s']]} | {[round(v, 1) for v in r['eval_s']]} "
+                    f"| {r['seed']} | {[round(v, 1) for v in r['clone_s']]} "
+                    f"| {[round(v, 1) for v in r['eval_s']]} "
                     f"| {r['ratio_of_medians']:.2f} |"
                 )
             lines.append("")
@@ -328,7 +332,8 @@ def main() -> None:
             rows = [resnet(s, work) for s in args.seeds]
             doc["resnet"] = rows
             lines.append(
-                "| seed | clone s | candidates | s per candidate | one forward of both nets over the training data, s |"
+                "| seed | clone s | candidates | s per candidate "
+                "| one forward of both nets over the training data, s |"
                 "\n|---|---|---|---|---|"
             )
             for r in rows:

@@ -17,8 +17,12 @@ mkdir -p "$OUT"
 "$PY" benchmarks/bench_data_size.py --seeds 0 1 2 | tee "$OUT/seed-data-size.md"
 "$PY" benchmarks/bench_num_classes.py --seeds 0 1 2 | tee "$OUT/seed-num-classes.md"
 "$PY" benchmarks/bench_archs.py --seeds 0 1 2 | tee "$OUT/seed-archs.md"
+# (joint head, the default: every delta is cloned on the stack below it, removed last-in-first-out)
 "$PY" benchmarks/bench_incremental.py --seeds 0 1 2 | tee "$OUT/seed-incremental.md"
-"$PY" benchmarks/bench_incremental.py --seeds 0 1 2 --train-on-stack | tee "$OUT/seed-incremental-stacktrain.md"
+
+# Joint head (issue 15): Pareto front of both heads over size budgets, five classes, speed against pnc eval; resnet18 (docs/benchmarks.md "Joint head")
+"$PY" benchmarks/bench_joint.py --seeds 0 1 2 --parts pareto five speed --out "$OUT/joint.json" | tee "$OUT/joint.md"
+"$PY" benchmarks/bench_joint.py --seeds 0 --parts resnet --out "$OUT/joint-resnet.json" | tee "$OUT/joint-resnet.md"
 
 # Cloning quality (issue 4): PNC vs target alone, joint retraining, naive fine-tuning, LwF, LoRA; 3 seeds (docs/benchmarks.md "Cloning quality (issue 4)")
 "$PY" benchmarks/bench_clone.py --seeds 0 1 2 --out "$OUT/clone.json" | tee "$OUT/clone.md"

@@ -338,12 +338,17 @@ def _loads(meta: dict[str, str], key: str) -> Any:
 
 def _delta_summary(info: dict[str, Any]) -> dict[str, Any]:
     pos = info.get("position") or {}
+    head = info.get("head") if isinstance(info.get("head"), dict) else {}
     return {
         "name": info.get("name"),
         "classes": info.get("classes"),
         "mode": info.get("mode"),
+        "head": head.get("kind", "append"),  # version 1 deltas have no head key: appended
         "position": pos.get("target"),
         "source_position": pos.get("source"),
+        "source_end": pos.get("source_end", pos.get("source_blocks")),
+        "pool": head.get("pool", 0),
+        "reads": [r.get("name") for r in info.get("reads") or [] if isinstance(r, dict)],
         "target_sha256": (info.get("target") or {}).get("sha256"),
         "source": {k: (info.get("source") or {}).get(k) for k in ("arch", "sha256", "classes")},
         "extra_params": info.get("extra_params"),
