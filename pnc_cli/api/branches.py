@@ -47,7 +47,8 @@ def branch_from_delta(delta: DeltaFile) -> Branch:
     src = delta.info["source"]
     if spec.position.source < spec.position.source_end and not any(k.startswith("source.") for k in t):
         raise CheckpointError(
-            f"delta {delta.name!r} is online (no source weights); apply it with --source first"
+            f"delta {delta.name!r} is online (no source weights); apply it with source first",
+            options=("source",),
         )
     model_spec = ModelSpec(
         src["arch"], tuple(src["classes"]), src["input"]["channels"], src["input"]["size"], src["arch_kwargs"]

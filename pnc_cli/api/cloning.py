@@ -70,7 +70,7 @@ def _renames(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         old, sep, new = item.partition("=")
         if not sep or not old or not new:
-            raise UsageError(f"--rename {item!r} must be OLD=NEW")
+            raise UsageError(f"rename {item!r} must be OLD=NEW", options=("rename",))
         out[old] = new
     return out
 
@@ -155,15 +155,19 @@ def gather_inputs(
     positions_for(position, tgt.network.num_blocks)  # a bad --position fails before any data is read
     chosen = parse_classes(classes, list(src.spec.classes))
     if not chosen:
-        raise UsageError("--classes is empty; name the source classes to clone")
+        raise UsageError("classes is empty; name the source classes to clone", options=("classes",))
     renames = _renames(rename)
     new_names = [renames.get(c, c) for c in chosen]
     clash = [(old, new) for old, new in zip(chosen, new_names, strict=True) if new in known]
     if clash:
         old, new = clash[0]
-        raise UsageError(f"target {tgt.path} already has class {new!r}; pass --rename {old}=NEW_NAME")
+        raise UsageError(
+            f"target {tgt.path} already has class {new!r}; pass rename {old}=NEW_NAME", options=("rename",)
+        )
     if len(set(new_names)) < len(new_names):
-        raise UsageError(f"--rename gives two cloned classes the same name: {', '.join(new_names)}")
+        raise UsageError(
+            f"rename gives two cloned classes the same name: {', '.join(new_names)}", options=("rename",)
+        )
     data = data or recorded_data(src, "source")
     assert data is not None  # recorded_data raises when there is none
     if target_data is None:
@@ -171,7 +175,8 @@ def gather_inputs(
     if target_data is None:  # a branch never shown the target's domain never learns to stay silent
         raise UsageError(
             f"target {tgt.path} records no usable training data, so the clone would have no target-domain "
-            "samples and silently break the target's classes; pass --target-data (e.g. the target's data)"
+            "samples and silently break the target's classes; pass target_data (e.g. the target's data)",
+            options=("target_data",),
         )
     spec = tgt.spec
     try:
@@ -183,7 +188,8 @@ def gather_inputs(
     except DataError as exc:
         raise DataError(
             f"data {data} cannot supply the cloned classes {', '.join(chosen)} ({exc}); "
-            "pass --data with samples of them"
+            "pass data with samples of them",
+            options=("data",),
         ) from None
     clone_test = conform_set(
         load_data(data, classes=chosen, split="test", split_seed=split_seed),
@@ -257,10 +263,13 @@ def positions_for(position: str | int, num_blocks: int) -> list[int]:
     try:
         r = int(position)
     except ValueError:
-        raise UsageError(f"--position must be 'auto' or a block index, got {position!r}") from None
+        raise UsageError(
+            f"position must be 'auto' or a block index, got {position!r}", options=("position",)
+        ) from None
     if not 0 <= r < num_blocks:
         raise UsageError(
-            f"--position {r} is out of range: the target has {num_blocks} blocks, use 0..{num_blocks - 1}"
+            f"position {r} is out of range: the target has {num_blocks} blocks, use 0..{num_blocks - 1}",
+            options=("position",),
         )
     return [r]
 
@@ -462,7 +471,8 @@ def _train_joint(
     if str(position) not in ("auto", "0"):
         raise UsageError(
             f"position {position}: the joint head reads the source from the input (position 0); "
-            "use the append head for other positions"
+            "use the append head (head append) for other positions",
+            options=("position", "head"),
         )
     spec = inp.target.spec
     base = ClonedModel(inp.target.network, list(spec.classes), inp.existing).to(dev).eval()
@@ -492,7 +502,9 @@ def _train_joint(
             reduce=all_reduce_sum if is_distributed() else None,
         )
     except BudgetError as exc:
-        raise UsageError(f"{exc} (max_extra_ratio {config.max_extra_ratio})") from None
+        raise UsageError(
+            f"{exc} (max_extra_ratio {config.max_extra_ratio})", options=("max_extra_ratio",)
+        ) from None
     return Trained(out.branch, out.masks, list(out.scores), None)
 
 

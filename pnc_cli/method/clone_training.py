@@ -185,7 +185,9 @@ def _run_epochs(
             )
             loss = step.total(parts, penalty)
             if not torch.isfinite(loss):
-                raise RuntimeFailure("cloning diverged (non-finite loss); lower --lr or the loss weights")
+                raise RuntimeFailure(
+                    "cloning diverged (non-finite loss); lower lr or the loss weights", options=("lr",)
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
