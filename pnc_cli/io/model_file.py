@@ -8,6 +8,7 @@ the architecture and class names.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,12 +21,13 @@ from ..core.errors import (
     IncompatibleError,
     UnknownArchitectureError,
     UsageError,
-    VerificationError,
+    VerificationError,  # noqa: F401  (documented in load_model's Raises)
 )
 from ..core.version import __version__
 from ..nets.network import Network, build_network
 from ..nets.registry import get_architecture
 from .safetensors_io import (
+    check_hashes,
     check_kind,
     check_version,
     content_sha256,
@@ -33,10 +35,13 @@ from .safetensors_io import (
     parse_json_meta,
     read_header,
     read_safetensors,
+    seal,
     write_safetensors,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: pnc.seal covers the metadata too; v1 files still load (with a note)
+SEALED_SINCE = 2
+log = logging.getLogger(__name__)
 KIND_MODEL = "model"
 KEY_KIND = "pnc.kind"
 KEY_VERSION = "pnc.format_version"
@@ -132,7 +137,7 @@ def model_metadata(
     }
     meta.update(spec.to_metadata())
     meta.update(extra or {})
-    return meta
+    return seal(meta)
 
 
 def save_model(
@@ -219,8 +224,16 @@ def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> Lo
     tensors, meta = read_safetensors(p)
     if KEY_KIND in meta:  # pnc files say what they are; a plain state dict says nothing
         check_kind(meta, KIND_MODEL, p)
-    if KEY_KIND in meta or KEY_VERSION in meta:
-        check_version(meta, FORMAT_VERSION, p)
+    if KEY_KIND in meta or KEY_VERSION in meta or "pnc.arch" in meta:  # a pnc file, not a plain state dict
+        version = check_version(meta, FORMAT_VERSION, p) if KEY_KIND in meta or KEY_VERSION in meta else 1
+        if verify:
+            check_hashes(tensors, meta, p, sealed=version >= SEALED_SINCE)
+        if version < SEALED_SINCE:
+            log.info(
+                "%s: model format v%d: its metadata is not covered by a hash (rewrite it with pnc)",
+                p,
+                version,
+            )
     if "pnc.arch" in meta:
         spec = ModelSpec.from_metadata(meta, p)
         if overrides.get("classes"):
@@ -228,10 +241,6 @@ def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> Lo
     else:
         spec = _plain_spec(tensors, p, overrides)
     sha = content_sha256(tensors)
-    if verify and KEY_SHA in meta and meta[KEY_SHA] != sha:
-        raise VerificationError(
-            f"{p}: tensor contents do not match the recorded sha256; the file was modified"
-        )
     try:
         network = build_from_spec(spec)
     except UnknownArchitectureError as exc:  # unknown or untrusted: the user's to fix (exit 2)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load as st_load
 
-from ..core.errors import CheckpointError, OutputExistsError, UsageError
+from ..core.errors import CheckpointError, OutputExistsError, UsageError, VerificationError
 
 _DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -57,6 +57,65 @@ def content_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
         h.update(json.dumps(list(t.shape)).encode())
         h.update(tensor_bytes(t))
     return h.hexdigest()
+
+
+KEY_SHA = "pnc.sha256"
+KEY_SEAL = "pnc.seal"
+
+
+def metadata_sha256(metadata: Mapping[str, str]) -> str:
+    """sha256 of the canonical metadata (sorted keys, compact JSON) without ``pnc.seal`` itself.
+
+    The metadata holds ``pnc.sha256`` (the tensor content hash), so the seal covers the tensors and
+    every metadata value: architecture options, class names, delta info.
+    """
+    body = {k: v for k, v in metadata.items() if k != KEY_SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The metadata plus ``pnc.seal``; call it last, on the complete metadata (``pnc.sha256`` included)."""
+    if KEY_SHA not in metadata:
+        raise ValueError("seal() needs pnc.sha256 in the metadata first")
+    out = dict(metadata)
+    out[KEY_SEAL] = metadata_sha256(out)
+    return out
+
+
+def check_hashes(
+    tensors: Mapping[str, torch.Tensor] | None,
+    metadata: Mapping[str, str],
+    path: str | Path | object,
+    *,
+    sealed: bool,
+) -> None:
+    """One order of integrity checks for every pnc file kind (docs/errors.md).
+
+    1. ``pnc.sha256`` must be present (a pnc file without its content hash is refused: exit 2);
+    2. when ``sealed`` (the format version records a seal), ``pnc.seal`` must be present (exit 2) and
+       match the canonical metadata (exit 3);
+    3. when ``tensors`` are given, their content hash must match ``pnc.sha256`` (exit 3).
+    ``sealed`` comes from the file's format version, never from the presence of the key, so deleting
+    ``pnc.seal`` does not downgrade the check.
+    """
+    if KEY_SHA not in metadata:
+        raise CheckpointError(
+            f"{path}: metadata key {KEY_SHA!r} is missing; a pnc file without its content hash is refused "
+            "(bring third-party weights in with pnc import)"
+        )
+    if sealed:
+        if KEY_SEAL not in metadata:
+            raise CheckpointError(
+                f"{path}: metadata key {KEY_SEAL!r} is missing; the file was modified or not written by pnc"
+            )
+        if metadata[KEY_SEAL] != metadata_sha256(metadata):
+            raise VerificationError(
+                f"{path}: metadata does not match the recorded {KEY_SEAL}; the file was modified"
+            )
+    if tensors is not None and metadata[KEY_SHA] != content_sha256(tensors):
+        raise VerificationError(
+            f"{path}: tensor contents do not match the recorded sha256; the file was modified"
+        )
 
 
 def file_sha256(path: str | Path) -> str:

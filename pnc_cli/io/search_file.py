@@ -25,11 +25,13 @@ from .delta_file import (
     validate_delta,
 )
 from .safetensors_io import (
+    check_hashes,
     check_kind,
     check_version,
     content_sha256,
     json_meta,
     read_safetensors,
+    seal,
     write_safetensors,
 )
 
@@ -46,6 +48,7 @@ CURVE_FIELDS = (
     "seconds",
 )
 KEY_INPUTS = "pnc.search.inputs"
+SEALED_SINCE = 2  # search files of delta format v2 carry pnc.seal (metadata covered)
 
 
 @dataclass
@@ -63,16 +66,15 @@ def write_search(path: str | Path, sf: SearchFile, *, force: bool = False) -> st
     meta[KEY_KIND] = KIND_SEARCH
     meta["pnc.sha256"] = content_sha256(tensors)
     meta[KEY_INPUTS] = json_meta(sf.inputs)
-    write_safetensors(path, tensors, meta, force=force)
+    write_safetensors(path, tensors, seal(meta), force=force)
     return meta["pnc.sha256"]
 
 
 def read_search(path: str | Path) -> SearchFile:
     tensors, meta = read_safetensors(path)
     check_kind(meta, KIND_SEARCH, path)
-    check_version(meta, DELTA_FORMAT_VERSION, path)
-    if meta.get("pnc.sha256") != content_sha256(tensors):
-        raise CheckpointError(f"{path}: tensors do not match the recorded sha256; the file is corrupt")
+    version = check_version(meta, DELTA_FORMAT_VERSION, path)
+    check_hashes(tensors, meta, path, sealed=version >= SEALED_SINCE)
     try:
         info = {
             k[len(INFO_KEY_PREFIX) :]: json.loads(v) for k, v in meta.items() if k.startswith(INFO_KEY_PREFIX)

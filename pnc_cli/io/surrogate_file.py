@@ -21,15 +21,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.errors import CheckpointError, IncompatibleError, VerificationError
+from ..core.errors import CheckpointError, IncompatibleError
 from ..core.version import __version__
 from .safetensors_io import (
+    check_hashes,
     check_kind,
     check_version,
     content_sha256,
     json_meta,
     read_header,
     read_safetensors,
+    seal,
     write_safetensors,
 )
 
@@ -43,7 +45,8 @@ __all__ = [
 ]
 
 KIND_SURROGATE = "surrogate"
-SURROGATE_FORMAT_VERSION = 1
+SURROGATE_FORMAT_VERSION = 2  # v2: pnc.seal covers the metadata too (v1 still reads)
+SEALED_SINCE = 2
 
 KEY_KIND = "pnc.kind"
 KEY_VERSION = "pnc.format_version"
@@ -156,17 +159,19 @@ def _json(meta: Mapping[str, str], key: str, path: object, kind: type) -> Any:
 
 
 def surrogate_metadata(sf: SurrogateFile) -> dict[str, str]:
-    return {
-        "format": "pt",
-        KEY_KIND: KIND_SURROGATE,
-        KEY_VERSION: str(SURROGATE_FORMAT_VERSION),
-        KEY_WRITER: f"pnc-cli {sf.pnc_version}",
-        KEY_SHA: sf.sha256,
-        KEY_CONFIG: json_meta(sf.config),
-        KEY_MODEL_SHA: json_meta(sf.model_sha256),
-        KEY_MODEL_CLASSES: json_meta([str(c) for c in sf.model_classes]),
-        KEY_DATA: json_meta(sf.data),
-    }
+    return seal(
+        {
+            "format": "pt",
+            KEY_KIND: KIND_SURROGATE,
+            KEY_VERSION: str(SURROGATE_FORMAT_VERSION),
+            KEY_WRITER: f"pnc-cli {sf.pnc_version}",
+            KEY_SHA: sf.sha256,
+            KEY_CONFIG: json_meta(sf.config),
+            KEY_MODEL_SHA: json_meta(sf.model_sha256),
+            KEY_MODEL_CLASSES: json_meta([str(c) for c in sf.model_classes]),
+            KEY_DATA: json_meta(sf.data),
+        }
+    )
 
 
 def write_surrogate(path: str | Path, sf: SurrogateFile, *, force: bool = False) -> str:
@@ -195,7 +200,8 @@ def read_surrogate(path: str | Path) -> SurrogateFile:
     """
     header, meta = read_header(path)
     check_kind(meta, KIND_SURROGATE, path)
-    check_version(meta, SURROGATE_FORMAT_VERSION, path)
+    version = check_version(meta, SURROGATE_FORMAT_VERSION, path)
+    check_hashes(None, meta, path, sealed=version >= SEALED_SINCE)  # metadata first, tensors below
     missing = [n for n in TENSOR_NAMES if n not in header]
     if missing:
         raise CheckpointError(
@@ -206,14 +212,7 @@ def read_surrogate(path: str | Path) -> SurrogateFile:
     classes = _json(meta, KEY_MODEL_CLASSES, path, list)
     data = _json(meta, KEY_DATA, path, dict)
     tensors, _ = read_safetensors(path)
-    if KEY_SHA not in meta:
-        raise CheckpointError(
-            f"{path}: metadata key {KEY_SHA!r} is missing; the file is not a complete surrogate file"
-        )
-    if content_sha256(tensors) != meta[KEY_SHA]:
-        raise VerificationError(
-            f"{path}: tensors do not match the recorded sha256; the file was modified or is corrupt"
-        )
+    check_hashes(tensors, meta, path, sealed=False)
     writer = meta.get(KEY_WRITER, "")
     sf = SurrogateFile(
         theta=tensors["theta"],

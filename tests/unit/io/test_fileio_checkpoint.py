@@ -173,8 +173,9 @@ def test_model_metadata_keys(tiny_target: Path) -> None:
         "pnc.input",
         "pnc.normalization",
         "pnc.training",
+        "pnc.seal",
     }
-    assert meta["format"] == "pt" and meta["pnc.kind"] == "model" and meta["pnc.format_version"] == "1"
+    assert meta["format"] == "pt" and meta["pnc.kind"] == "model" and meta["pnc.format_version"] == "2"
     assert json.loads(meta["pnc.classes"]) == ["0", "1", "2", "3", "4"]
     assert json.loads(meta["pnc.input"]) == {"channels": 1, "size": 16}
     training = json.loads(meta["pnc.training"])
