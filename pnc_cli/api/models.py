@@ -23,6 +23,7 @@ from ..core.trust import no_user_code, trusted_archs
 from ..core.version import __version__
 from ..io.data import BUILTINS, ImageSet, conform, conform_set, load_data, parse_classes, read_raw
 from ..io.delta_file import KIND_CLONED, file_kind
+from ..io.images import decode_image
 from ..io.model_file import ModelSpec, build_from_spec, load_model, save_model
 from ..io.safetensors_io import check_output, read_header
 from ..method.cloned_model import ClonedModel
@@ -54,8 +55,15 @@ def list_archs() -> list[dict[str, Any]]:
     ]
 
 
+MAX_INPUT_SIZE = 4096
+
+
 def _input_size(arch: str, data: ImageSet, requested: int | None) -> int:
-    if requested:
+    if requested is not None:
+        if not 4 <= requested <= MAX_INPUT_SIZE:
+            raise UsageError(
+                f"input_size must be in 4..{MAX_INPUT_SIZE} pixels, got {requested}", options=("input_size",)
+            )
         return requested
     native = int(data.images.shape[-1])
     return native if native >= MIN_NATIVE_SIZE else get_architecture(arch).default_input_size
@@ -87,6 +95,10 @@ def train_model(
     ``arch`` may be a custom ``package.module:function``: naming it here is what trusts it.
     """
     config = config or TrainConfig()
+    if input_size is not None and not 4 <= input_size <= MAX_INPUT_SIZE:  # before any data is read
+        raise UsageError(
+            f"input_size must be in 4..{MAX_INPUT_SIZE} pixels, got {input_size}", options=("input_size",)
+        )
     out = check_output(output, force=force, inputs=[data])
     with trusted_archs(arch):
         return _train(
@@ -130,6 +142,13 @@ def _train(
     spec = ModelSpec(arch, tuple(train.classes), channels, size, dict(arch_kwargs or {}), mean, std)
     seed_everything(config.seed)
     net = build_from_spec(spec).to(dev)
+    try:  # a size the architecture cannot take fails here, in one line, before training
+        net.block_shapes(channels, size)
+    except RuntimeError:
+        raise UsageError(
+            f"input_size {size} is too small for architecture {arch!r}; use a larger one",
+            options=("input_size",),
+        ) from None
     result = fit_classifier(net.model, net, train.images, train.labels, config, device=dev, progress=progress)
     recalibrate_batchnorm(net.model, net, train.images, batch_size=config.batch_size, device=dev)
     test_pred = predict_logits(net, test.images, device=dev).argmax(1)
@@ -223,15 +242,14 @@ def _read_image(path: Path) -> torch.Tensor:
     if not path.exists():
         raise UsageError(f"image {path} not found")
     try:
-        img = Image.open(path)
-        arr = (
-            np.asarray(img.convert("L" if img.mode in ("L", "1", "I", "I;16") else "RGB"), dtype=np.float32)
-            / 255.0
-        )
+        with Image.open(path) as img:
+            img.load()
+            arr = decode_image(img)  # [H, W, C] in [0, 1], 16-bit and float images by their real range
     except OSError:
         raise DataError(f"{path}: cannot read image; use PNG, JPEG or another format PIL reads") from None
-    t = torch.from_numpy(arr.copy())
-    return t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: image contains NaN or infinite values")
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
 
 
 def predict_images(
@@ -239,6 +257,10 @@ def predict_images(
 ) -> dict[str, Any]:
     if not images:
         raise UsageError("give at least one image file")
+    if not 1 <= top <= 1_000_000:
+        raise UsageError(f"top must be at least 1, got {top}", options=("top",))
+    if len(images) > 100_000:
+        raise UsageError(f"at most 100000 images per call, got {len(images)}")
     if file_kind(model) == KIND_CLONED:
         cloned, spec, _ = load_cloned(model)
         forward: Any = cloned

@@ -6,6 +6,7 @@ Layer core: stdlib only. Each stage has one config; ``__post_init__`` validates 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -14,6 +15,40 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_SEED = 0
+
+
+MAX_SEED = 2**63 - 1
+# Upper bounds of integer options, checked before anything is allocated from them (docs/errors.md).
+INT_LIMITS: dict[str, int] = {
+    "epochs": 100_000,
+    "batch_size": 1_000_000,
+    "samples": 1_000_000,
+    "masks": 100_000,
+    "grid": 64,
+    "loc_samples": 10_000,
+    "loc_masks": 10_000,
+    "straight_through_epochs": 100_000,
+    "finetune_epochs": 100_000,
+}
+DEFAULT_INT_LIMIT = 2**31 - 1
+
+
+def check_numbers(obj: Any) -> None:
+    """Every float field finite (NaN and inf rejected), every int field bounded; seed in 0..2^63-1.
+
+    Runs first in each config's ``__post_init__``, so the range checks after it never see NaN.
+    """
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{f.name} must be a finite number, got {v}", options=(f.name,))
+        if isinstance(v, int):
+            hi = MAX_SEED if f.name == "seed" else INT_LIMITS.get(f.name, DEFAULT_INT_LIMIT)
+            lo = 0 if f.name == "seed" else -DEFAULT_INT_LIMIT
+            if not lo <= v <= hi:
+                raise ConfigError(f"{f.name} must be in {lo}..{hi}, got {v}", options=(f.name,))
 
 
 def _from_dict(cls: type[T], data: dict[str, Any], *, strict: bool = True) -> T:
@@ -38,6 +73,7 @@ class SurrogateConfig:
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.samples < 1:
             raise ConfigError(f"samples must be at least 1, got {self.samples}", options=("samples",))
         if self.masks < 1:
@@ -76,6 +112,7 @@ class TrainConfig:
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}", options=("epochs",))
         if self.lr <= 0:
@@ -140,6 +177,7 @@ class CloneConfig:
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}", options=("epochs",))
         if self.lr <= 0 or self.mask_lr <= 0:

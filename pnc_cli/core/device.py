@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -45,6 +45,8 @@ def is_main_process() -> bool:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return a CPU generator for explicit use."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+        raise ConfigError(f"seed must be an integer in 0..2^63-1, got {seed!r}", options=("seed",))
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import DataError, UsageError
+from .images import decode_image, resize_pixels, to_channels
 from .safetensors_io import read_safetensors
 
 BUILTINS = ("digits", "mnist5k")
@@ -170,10 +171,11 @@ def _read_folder(path: Path) -> tuple[np.ndarray, list[str]]:
                 pics.append(im.copy())
         except OSError:
             raise DataError(f"{f}: cannot read image; remove or fix it") from None
-    mode = "L" if all(p.mode in ("L", "1", "I;16", "I") for p in pics) else "RGB"
+    decoded = [decode_image(p) for p in pics]
+    channels = max(d.shape[2] for d in decoded)
     size = pics[0].size
-    arrays = [np.asarray(p.convert(mode).resize(size), dtype=np.float32) / 255.0 for p in pics]
-    x = np.stack(arrays)
+    x = np.stack([to_channels(resize_pixels(d, size), channels) for d in decoded])
+    x = x[..., 0] if channels == 1 else x  # [N, H, W] or [N, H, W, 3]
     return x, [name for _, name in files]
 
 
@@ -223,43 +225,64 @@ def _sort_key(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.lstrip("-").isdigit() else (1, name)
 
 
+MAX_CLASSES = 100_000
+
+
 def parse_classes(spec: str | list[str] | None, available: list[str] | None = None) -> list[str] | None:
-    """``"0-4"`` or ``"3,5,cat"`` → ordered names; every name must be in ``available`` when given."""
-    if spec is None or spec == "" or spec == []:
+    """``"0-4"`` or ``"3,5,cat"`` → ordered names; every name must be in ``available`` when given.
+
+    ``None`` means "not given" (all classes); an empty string or list is an error. At most
+    ``MAX_CLASSES`` names: a range is measured before it is expanded, and duplicates are dropped in
+    linear time.
+    """
+    if spec is None:
         return None
+    if isinstance(spec, str) and len(spec) > 1_000_000:
+        raise DataError(f"classes is {len(spec)} characters long; at most 1000000", options=("classes",))
     items = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",") if s.strip()]
-    out: list[str] = []
+    if not items:
+        raise DataError(
+            f"classes {spec!r} selects no classes; give class names or ranges such as 0-4 or 3,5,cat",
+            options=("classes",),
+        )
+    out: dict[str, None] = {}
     for item in items:
         lo, sep, hi = item.partition("-")
         if available is not None and item in available:
-            names = [item]  # a class name that contains a hyphen, e.g. "t-shirt"
+            names: Any = [item]  # a class name that contains a hyphen, e.g. "t-shirt"
         elif sep and lo and hi:
             if not (lo.isdigit() and hi.isdigit()):
                 raise DataError(
                     f"classes range {item!r} needs integer class names; list names with commas",
                     options=("classes",),
                 )
-            if int(lo) > int(hi):
+            a, b = int(lo), int(hi)
+            if a > b:
                 raise DataError(
                     f"classes range {item!r} is empty; write the smaller number first", options=("classes",)
                 )
-            names = [str(i) for i in range(int(lo), int(hi) + 1)]
+            if b - a + 1 > MAX_CLASSES:
+                raise DataError(
+                    f"classes range {item!r} has {b - a + 1} classes; at most {MAX_CLASSES}",
+                    options=("classes",),
+                )
+            names = (str(i) for i in range(a, b + 1))
         else:
             names = [item]
-        out.extend(n for n in names if n not in out)
-    if not out:
-        raise DataError(
-            f"classes {spec!r} selects no classes; give class names or ranges such as 0-4 or 3,5,cat",
-            options=("classes",),
-        )
+        for n in names:
+            out[n] = None
+        if len(out) > MAX_CLASSES:
+            raise DataError(f"classes selects more than {MAX_CLASSES} classes", options=("classes",))
+    result = list(out)
     if available is not None:
-        unknown = [n for n in out if n not in available]
+        known = set(available)
+        unknown = [n for n in result if n not in known]
         if unknown:
+            shown = ", ".join(available[:50]) + (", ..." if len(available) > 50 else "")
             raise DataError(
-                f"unknown class {unknown[0]!r} in classes; available: {', '.join(available)}",
-                options=("classes",),
+                f"unknown class {unknown[0]!r} in classes; available: {shown}", options=("classes",)
             )
-    return out
+    return result
 
 
 def _class_seed(split_seed: int, name: str, salt: str) -> int:
@@ -298,7 +321,7 @@ def load_data(
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if not 0.0 < fraction <= 1.0:
+    if not 0.0 < fraction <= 1.0:  # also refuses NaN
         raise UsageError(f"fraction must be in (0, 1], got {fraction}", options=("fraction",))
     images, names, ident = read_raw(source)
     available = sorted(set(names), key=_sort_key)
