@@ -1,5 +1,5 @@
-"""``python -m pnc_cli``: the same as the ``pnc`` command."""
+"""``python -m pnc_cli``: the same entry as the ``pnc`` script (signal handlers before any import)."""
 
-from pnc_cli.cli import main
+from pnc_cli.entry import main
 
 main()
