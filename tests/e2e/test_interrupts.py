@@ -1,5 +1,5 @@
 """SIGINT / SIGTERM at any moment — during the imports and during training — exit 130 / 143 with one
-line on stderr and nothing written (pnc_cli/entry.py)."""
+line on stderr and nothing written (pnc_cli/__main__.py)."""
 
 from __future__ import annotations
 
