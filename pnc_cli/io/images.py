@@ -8,7 +8,7 @@ array out) so that any loader (ImageFolder, ``pnc predict``, a streamed Dataset)
 | ``1`` | 1 | 0 or 1 |
 | ``L``, ``LA`` (alpha dropped) | 1 | / 255 |
 | ``I;16``, ``I;16B``, ``I;16L``, ``I;16N`` | 1 | / 65535 |
-| ``I`` (32-bit int) | 1 | / 65535 when every value is in [0, 65535] (16-bit PNGs), else by the image's own min..max |
+| ``I`` (32-bit int) | 1 | / 65535 when all values are in [0, 65535] (16-bit PNGs), else own min..max |
 | ``F`` (32-bit float) | 1 | unchanged when every value is in [0, 1], else by the image's own min..max |
 | ``RGB``, ``RGBA`` (alpha dropped), ``P`` (palette → RGB), ``CMYK``, ``YCbCr``... | 3 | / 255 |
 
