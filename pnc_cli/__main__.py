@@ -60,9 +60,9 @@ def main() -> None:
         cli_main()
     except KeyboardInterrupt:  # outside a command body (argument parsing, group setup)
         sys.stderr.write(MESSAGE)
-        code: object = EXIT_SIGINT
+        code: str | int | None = EXIT_SIGINT
     except SystemExit as exc:
-        code = exc.code
+        code = exc.code  # type: ignore[assignment]
     else:
         code = 0
     if _terminated:

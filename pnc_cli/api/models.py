@@ -6,7 +6,6 @@ renders. No typer, no rich, no printing.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from ..core.config import TrainConfig
 from ..core.device import resolve_device, seed_everything
-from ..core.errors import DataError, UsageError
+from ..core.errors import CheckpointError, DataError, UsageError
 from ..core.progress import Progress
 from ..core.trust import no_user_code, trusted_archs
 from ..core.version import __version__
@@ -25,7 +24,7 @@ from ..io.data import BUILTINS, ImageSet, conform, conform_set, load_data, parse
 from ..io.delta_file import KIND_CLONED, file_kind
 from ..io.images import decode_image
 from ..io.model_file import ModelSpec, build_from_spec, load_model, save_model
-from ..io.safetensors_io import check_output, read_header
+from ..io.safetensors_io import check_output, loads_bounded, read_header
 from ..method.cloned_model import ClonedModel
 from ..nets.registry import get_architecture, list_architectures
 from ..nets.training import (
@@ -353,8 +352,8 @@ def _file_info(path: str | Path) -> dict[str, Any]:
 
 def _loads(meta: dict[str, str], key: str) -> Any:
     try:
-        return json.loads(meta[key]) if key in meta else None
-    except json.JSONDecodeError:
+        return loads_bounded(meta[key], key, "") if key in meta else None
+    except CheckpointError:
         return None
 
 

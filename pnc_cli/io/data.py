@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..core.errors import DataError, UsageError
 from .images import decode_image, resize_pixels, to_channels
-from .safetensors_io import read_safetensors
+from .safetensors_io import loads_bounded, read_safetensors
 
 BUILTINS = ("digits", "mnist5k")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -143,7 +143,11 @@ def _read_st(path: Path) -> tuple[np.ndarray, list[str]]:
     if "images" not in tensors or "labels" not in tensors:
         raise DataError(f"{path}: a data .safetensors needs tensors 'images' and 'labels'")
     raw = meta.get("classes") or meta.get("pnc.classes")
-    classes = json.loads(raw) if raw else None
+    classes = loads_bounded(raw, "classes", path) if raw else None
+    if classes is not None and not (
+        isinstance(classes, list) and all(isinstance(c, str | int) for c in classes)
+    ):
+        raise DataError(f"{path}: metadata 'classes' must be a JSON list of class names")
     return _labels(tensors["images"].float().numpy(), tensors["labels"].numpy(), classes, path)
 
 

@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 
-from ..core.errors import DeltaFormatError, VerificationError
+from ..core.errors import CheckpointError, DeltaFormatError, VerificationError
 from ..core.version import __version__
 from .safetensors_io import (
     check_kind,
     check_version,
     content_sha256,
     json_meta,
+    loads_bounded,
     read_header,
     read_safetensors,
     serialize,
@@ -361,9 +362,9 @@ def _json(meta: Mapping[str, str], key: str, path: object) -> Any:
     if key not in meta:
         raise _fail(path, f"metadata key {key!r} is missing")
     try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError:
-        raise _fail(path, f"metadata key {key!r} is not valid JSON") from None
+        return loads_bounded(meta[key], key, path)  # size and depth limits (safetensors_io)
+    except CheckpointError:
+        raise _fail(path, f"metadata key {key!r} is not valid JSON or too large or deep") from None
 
 
 # ------------------------------------------------------------------------------------------ delta

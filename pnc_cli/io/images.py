@@ -38,6 +38,7 @@ def _by_range(x: np.ndarray) -> np.ndarray:
 def decode_image(im: Any) -> np.ndarray:
     """A PIL image as float32 ``[H, W, C]`` in [0, 1] (C = 1 or 3), scaled by its real range."""
     mode = im.mode
+    x: np.ndarray
     if mode == "1":
         x = np.asarray(im, dtype=np.float32)
     elif mode in ("L", "LA"):
@@ -68,7 +69,7 @@ def resize_pixels(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (x.shape[1], x.shape[0]) == tuple(size):
         return x
     chans = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(x[:, :, c]), mode="F").resize(size, Image.BILINEAR))
+        np.asarray(Image.fromarray(np.ascontiguousarray(x[:, :, c]), mode="F").resize(size, Image.Resampling.BILINEAR))
         for c in range(x.shape[2])
     ]
     return np.stack(chans, axis=2).astype(np.float32)

@@ -9,6 +9,7 @@ the architecture and class names.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,20 +88,72 @@ class ModelSpec:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, str], path: str | Path) -> ModelSpec:
+        """The spec from a header, every value type-checked and bounded (one-line CheckpointError naming
+        the file and the key otherwise)."""
         if "pnc.arch" not in meta:
-            raise _no_metadata(path)
+            raise CheckpointError(_no_metadata(path))
+
+        def bad(key: str, what: str) -> CheckpointError:
+            return CheckpointError(f"{path}: metadata key {key!r} must be {what}; the file is corrupt")
+
+        arch = meta["pnc.arch"]
+        if not 0 < len(arch) <= 200:
+            raise bad("pnc.arch", "an architecture name of 1 to 200 characters")
+        classes = parse_json_meta(meta, "pnc.classes", path)
+        if (
+            not isinstance(classes, list)
+            or not 1 <= len(classes) <= MAX_CLASSES
+            or not all(isinstance(c, str) and 0 < len(c) <= 1000 for c in classes)
+            or len(set(classes)) != len(classes)
+        ):
+            raise bad("pnc.classes", f"a list of 1 to {MAX_CLASSES} distinct non-empty class names")
         inp = parse_json_meta(meta, "pnc.input", path)
+        if not (
+            isinstance(inp, dict)
+            and _int_in(inp.get("channels"), 1, 64)
+            and _int_in(inp.get("size"), 1, 4096)
+        ):
+            raise bad("pnc.input", '{"channels": 1..64, "size": 1..4096}')
+        channels = int(inp["channels"])
+        kwargs = parse_json_meta(meta, "pnc.arch_kwargs", path, {})
+        if not isinstance(kwargs, dict):
+            raise bad("pnc.arch_kwargs", "a JSON object")
         norm = parse_json_meta(meta, "pnc.normalization", path)
-        return cls(
-            arch=meta["pnc.arch"],
-            classes=tuple(parse_json_meta(meta, "pnc.classes", path)),
-            in_channels=int(inp["channels"]),
-            input_size=int(inp["size"]),
-            arch_kwargs=parse_json_meta(meta, "pnc.arch_kwargs", path, {}),
-            mean=tuple(norm["mean"]),
-            std=tuple(norm["std"]),
-            training=parse_json_meta(meta, "pnc.training", path, None),
+        ok = isinstance(norm, dict) and all(
+            isinstance(norm.get(k), list)
+            and len(norm[k]) in (1, channels)
+            and all(_finite(v) for v in norm[k])
+            for k in ("mean", "std")
         )
+        if not ok or min(norm["std"]) <= 0:
+            raise bad(
+                "pnc.normalization",
+                f'{{"mean": [...], "std": [...]}} with 1 or {channels} finite values, std > 0',
+            )
+        training = parse_json_meta(meta, "pnc.training", path, None)
+        if training is not None and not isinstance(training, dict):
+            raise bad("pnc.training", "a JSON object")
+        return cls(
+            arch=arch,
+            classes=tuple(classes),
+            in_channels=channels,
+            input_size=int(inp["size"]),
+            arch_kwargs=kwargs,
+            mean=tuple(float(v) for v in norm["mean"]),
+            std=tuple(float(v) for v in norm["std"]),
+            training=training,
+        )
+
+
+MAX_CLASSES = 100_000
+
+
+def _int_in(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass

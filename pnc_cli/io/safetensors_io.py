@@ -394,17 +394,46 @@ def json_meta(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+MAX_JSON_CHARS = 1 << 20
+MAX_JSON_DEPTH = 32
+
+
+def _depth_ok(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > MAX_JSON_DEPTH:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return True
+
+
+def loads_bounded(text: str, key: str, path: str | Path | object) -> Any:
+    """JSON from a metadata value, with size and nesting limits; any failure is a CheckpointError."""
+    if len(text) > MAX_JSON_CHARS:
+        raise CheckpointError(
+            f"{path}: metadata key {key!r} is {len(text)} characters; at most {MAX_JSON_CHARS}"
+        )
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # bad JSON, 5000-digit numbers, deep nesting
+        raise CheckpointError(
+            f"{path}: metadata key {key!r} is not valid JSON; the file is corrupt"
+        ) from None
+    if not _depth_ok(value):
+        raise CheckpointError(f"{path}: metadata key {key!r} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
 def parse_json_meta(metadata: Mapping[str, str], key: str, path: str | Path, default: Any = ...) -> Any:
     if key not in metadata:
         if default is not ...:
             return default
         raise CheckpointError(f"{path}: metadata key {key!r} is missing; the file was not written by pnc")
-    try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError:
-        raise CheckpointError(
-            f"{path}: metadata key {key!r} is not valid JSON; the file is corrupt"
-        ) from None
+    return loads_bounded(metadata[key], key, path)
 
 
 KIND_HINTS = {

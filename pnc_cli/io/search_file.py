@@ -8,7 +8,6 @@ curves ([num_positions] each, search order). Metadata: the delta's own metadata 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from .safetensors_io import (
     check_version,
     content_sha256,
     json_meta,
+    loads_bounded,
     read_safetensors,
     seal,
     write_safetensors,
@@ -75,15 +75,16 @@ def read_search(path: str | Path) -> SearchFile:
     check_kind(meta, KIND_SEARCH, path)
     version = check_version(meta, DELTA_FORMAT_VERSION, path)
     check_hashes(tensors, meta, path, sealed=version >= SEALED_SINCE)
-    try:
-        info = {
-            k[len(INFO_KEY_PREFIX) :]: json.loads(v) for k, v in meta.items() if k.startswith(INFO_KEY_PREFIX)
-        }
-        inputs = json.loads(meta[KEY_INPUTS])
-    except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(
-            f"{path}: search metadata is missing or corrupt; run pnc search again"
-        ) from None
+    if KEY_INPUTS not in meta or "pnc.delta.name" not in meta:
+        raise CheckpointError(f"{path}: search metadata is missing; run pnc search again")
+    info = {
+        k[len(INFO_KEY_PREFIX) :]: loads_bounded(v, k, path)
+        for k, v in meta.items()
+        if k.startswith(INFO_KEY_PREFIX)
+    }
+    inputs = loads_bounded(meta[KEY_INPUTS], KEY_INPUTS, path)
+    if not isinstance(inputs, dict) or not isinstance(info.get("name"), str):
+        raise CheckpointError(f"{path}: search metadata is corrupt (inputs must be an object, name a string)")
     curves = {k[len(CURVE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CURVE_PREFIX)}
     delta = DeltaFile(
         str(info.pop("name")), {k: v for k, v in tensors.items() if not k.startswith(CURVE_PREFIX)}, info

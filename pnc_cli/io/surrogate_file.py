@@ -12,7 +12,6 @@ JSON strings ``pnc.surrogate.config`` / ``.model_sha256`` / ``.model_classes`` /
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from .safetensors_io import (
     check_version,
     content_sha256,
     json_meta,
+    loads_bounded,
     read_header,
     read_safetensors,
     seal,
@@ -144,12 +144,7 @@ def _json(meta: Mapping[str, str], key: str, path: object, kind: type) -> Any:
         raise CheckpointError(
             f"{path}: metadata key {key!r} is missing; the file is not a complete surrogate file"
         )
-    try:
-        value = json.loads(meta[key])
-    except json.JSONDecodeError:
-        raise CheckpointError(
-            f"{path}: metadata key {key!r} is not valid JSON; the file is corrupt"
-        ) from None
+    value = loads_bounded(meta[key], key, path)
     if not isinstance(value, kind):
         raise CheckpointError(f"{path}: metadata key {key!r} must be a JSON {kind.__name__}")
     return value
