@@ -30,6 +30,11 @@ test: $(VENV)/.stamp-data,plot,dev
 test-unit: $(VENV)/.stamp-data,plot,dev
 	$(PY) -m pytest tests/unit
 
+# Fuzz every file reader (model, delta, cloned, surrogate, search, info) for PNC_FUZZ_SECONDS (default 300).
+PNC_FUZZ_SECONDS ?= 300
+fuzz: $(VENV)/.stamp-data,plot,dev
+	PNC_FUZZ_SECONDS=$(PNC_FUZZ_SECONDS) $(PY) -m pytest tests/fuzz -q -s
+
 lint: $(VENV)/.stamp-data,plot,dev
 	$(PY) -m ruff check pnc_cli tests benchmarks examples
 
