@@ -56,17 +56,27 @@ def main() -> None:
     from .cli import main as cli_main  # heavy imports happen here
 
     _install(_while_running)
+    code: str | int | None
     try:
-        cli_main()
-    except KeyboardInterrupt:  # outside a command body (argument parsing, group setup)
-        sys.stderr.write(MESSAGE)
-        code: str | int | None = EXIT_SIGINT
-    except SystemExit as exc:
-        code = exc.code  # type: ignore[assignment]
-    else:
-        code = 0
-    if _terminated:
-        code = EXIT_SIGTERM
+        try:
+            cli_main()
+        except KeyboardInterrupt:  # outside a command body (argument parsing, group setup)
+            sys.stderr.write(MESSAGE)
+            code = EXIT_SIGINT
+        except SystemExit as exc:
+            code = exc.code  # type: ignore[assignment]
+        else:
+            code = 0
+    except KeyboardInterrupt:  # a signal while the first one unwinds: the line is already out
+        code = EXIT_SIGINT
+    if _signalled:
+        # End here: a stray KeyboardInterrupt during interpreter shutdown would turn the status into
+        # "killed by SIGINT". Every command's cleanup (finally blocks) has already run.
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_SIGTERM if _terminated else EXIT_SIGINT)
     sys.exit(code)
 
 

@@ -69,7 +69,11 @@ def resize_pixels(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (x.shape[1], x.shape[0]) == tuple(size):
         return x
     chans = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(x[:, :, c]), mode="F").resize(size, Image.Resampling.BILINEAR))
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(x[:, :, c]), mode="F").resize(
+                size, Image.Resampling.BILINEAR
+            )
+        )
         for c in range(x.shape[2])
     ]
     return np.stack(chans, axis=2).astype(np.float32)
