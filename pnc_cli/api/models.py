@@ -359,7 +359,7 @@ def _loads(meta: dict[str, str], key: str) -> Any:
 
 def _delta_summary(info: dict[str, Any]) -> dict[str, Any]:
     pos = info.get("position") or {}
-    head = info.get("head") if isinstance(info.get("head"), dict) else {}
+    head: dict[str, Any] = info["head"] if isinstance(info.get("head"), dict) else {}
     return {
         "name": info.get("name"),
         "classes": info.get("classes"),

@@ -8,7 +8,6 @@ the same split whatever classes or fraction a command selects: a test sample is 
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from dataclasses import dataclass, field, replace
