@@ -108,6 +108,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             out=d,
             epochs=args.clone_epochs,
             fraction=0.3,
+            max_extra_ratio=args.max_extra,
         )
         deltas.append(m)
         names.append(m["name"])
@@ -343,6 +344,13 @@ def main() -> None:
         "--epochs", type=int, default=5, help="epochs of the base models (target, sources, joint)"
     )
     ap.add_argument("--clone-epochs", type=int, default=10)
+    ap.add_argument(
+        "--max-extra",
+        type=float,
+        default=0.12,
+        help="size budget per delta (x target); a stacked joint head reads every feature below it, and "
+        "issue 15 asks for <= 0.12x per delta",
+    )
     ap.add_argument(
         "--train-on-stack",
         action="store_true",

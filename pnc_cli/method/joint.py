@@ -392,7 +392,10 @@ def fit_joint(
         progress.advance(1)
     progress.finish()
     if not scores:
-        raise BudgetError("no candidate module fits the size budget; raise the budget or lower max_features")
+        raise BudgetError(
+            f"no candidate module fits the size budget (the head alone reads {d_base} features below it for "
+            f"{k} classes: {_head_params(d_base, k)} parameters); raise the budget or lower max_features"
+        )
     best = max(range(len(scores)), key=lambda i: (_nan_low(scores[i].val_avg_acc), -scores[i].extra_params))
     chosen = scores[best]
     i = next(j for j, f in enumerate(fits) if f.cand.end == chosen.source_end and f.cand.pool == chosen.pool)
