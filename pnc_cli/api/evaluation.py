@@ -9,11 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..core.device import resolve_device
-from ..io.data import ImageSet
-from ..method.metrics import cloning_metrics, zest_locality
-from ..nets.training import accuracy, per_class_accuracy, predict_logits
+from ..io.data import Selection
+from ..io.stream import ImageDataset
+from ..method.metrics import LOCALITY_SURROGATE, cloning_metrics, zest_locality
+from ..nets.training import accuracy, per_class_accuracy
 from .branches import load_cloned
+from .streaming import predict_labels
 
 
 def evaluate_cloned(
@@ -30,17 +34,19 @@ def evaluate_cloned(
     and the target alone on the same target-class samples (``target_ori_acc``; ``ori_drop`` = target
     alone minus cloned Ori Acc, positive when cloning cost accuracy on the target's classes).
 
-    ``eval_data(spec, data, classes, split, split_seed) -> ImageSet`` selects and conforms the data.
+    ``eval_data(spec, data, classes, split, split_seed) -> Selection`` selects the rows; the images are
+    streamed (``io.stream``), one batch at a time.
     """
     cloned, spec, cf = load_cloned(model)
     all_classes = cloned.classes
-    ds: ImageSet = eval_data(replace(spec, classes=tuple(all_classes)), data, classes, split, split_seed)
+    sel: Selection = eval_data(replace(spec, classes=tuple(all_classes)), data, classes, split, split_seed)
+    ds = ImageDataset.of(sel, channels=spec.in_channels, size=spec.input_size)
     dev = resolve_device(device)
     cloned.to_device(dev)
-    pred = predict_logits(cloned, ds.images, device=dev).argmax(1)
-    target_pred = predict_logits(cloned.target, ds.images, device=dev).argmax(1)
-    m = cloning_metrics(pred, ds.labels, spec.num_classes, target_pred=target_pred)
-    ori = ds.images[ds.labels < spec.num_classes]
+    pred, target_pred = predict_labels([cloned, cloned.target], ds, dev)
+    m = cloning_metrics(pred, sel.labels, spec.num_classes, target_pred=target_pred)
+    ori_rows = torch.nonzero(sel.labels < spec.num_classes).flatten()[: LOCALITY_SURROGATE.samples]
+    ori = ds.images(ori_rows.numpy()).to(dev)
     zest = zest_locality(cloned.target, cloned, ori) if len(ori) else None
     is_ori = ds.labels < spec.num_classes
     # the target alone on the same target-class samples: what the cloned model is gated against
@@ -51,12 +57,12 @@ def evaluate_cloned(
         "model": str(model),
         "data": data,
         "split": split,
-        "num_samples": len(ds),
+        "num_samples": len(sel),
         "kind": "cloned",
         "deltas": [d.name for d in cf.deltas],
         "classes": all_classes,
-        "accuracy": accuracy(pred, ds.labels),
-        "per_class": per_class_accuracy(pred, ds.labels, all_classes),
+        "accuracy": accuracy(pred, sel.labels),
+        "per_class": per_class_accuracy(pred, sel.labels, all_classes),
         "ori_acc": m["ori_acc"],
         "tar_acc": m["tar_acc"],
         "avg_acc": m["avg_acc"],

@@ -15,16 +15,27 @@ import numpy as np
 import torch
 
 from ..core.config import TrainConfig
-from ..core.device import resolve_device, seed_everything
+from ..core.device import autocast, resolve_device, seed_everything
 from ..core.errors import CheckpointError, DataError, UsageError
 from ..core.progress import Progress
 from ..core.trust import no_user_code, trusted_archs
 from ..core.version import __version__
-from ..io.data import BUILTINS, ImageSet, conform, conform_set, load_data, parse_classes, read_raw
+from ..io.data import (
+    BUILTINS,
+    ImageSet,
+    Selection,
+    conform,
+    conform_set,
+    load_data,
+    parse_classes,
+    select_data,
+    source_names,
+)
 from ..io.delta_file import KIND_CLONED, file_kind
 from ..io.images import decode_image
 from ..io.model_file import ModelSpec, build_from_spec, load_model, save_model
 from ..io.safetensors_io import check_output, loads_bounded, read_header
+from ..io.stream import ImageDataset
 from ..method.cloned_model import ClonedModel
 from ..nets.registry import get_architecture, list_architectures
 from ..nets.training import (
@@ -36,6 +47,7 @@ from ..nets.training import (
 )
 from .branches import load_cloned
 from .evaluation import evaluate_cloned
+from .streaming import PREDICT_BATCH, predict_labels
 
 MIN_NATIVE_SIZE = 16
 log = logging.getLogger(__name__)
@@ -179,12 +191,14 @@ def _train(
     }
 
 
-def eval_data_for(spec: ModelSpec, data: str, classes: str | None, split: str, split_seed: int) -> ImageSet:
-    """The evaluation data for a model: its own classes present in the data unless ``classes`` says
-    otherwise."""
+def eval_selection_for(
+    spec: ModelSpec, data: str, classes: str | None, split: str, split_seed: int
+) -> Selection:
+    """The evaluation rows for a model: its own classes present in the data unless ``classes`` says
+    otherwise, labelled by the model's class list (no pixels decoded)."""
     if classes is None:
-        _, names, _ = read_raw(data)
-        present = [c for c in spec.classes if c in set(names)]
+        names = set(source_names(data))
+        present = [c for c in spec.classes if c in names]
         if not present:
             raise DataError(
                 f"{data}: none of the model's classes ({', '.join(spec.classes)}) occur in the data"
@@ -192,11 +206,17 @@ def eval_data_for(spec: ModelSpec, data: str, classes: str | None, split: str, s
         selected: str | list[str] = present
     else:
         selected = classes
-    ds = load_data(data, classes=selected, split=split, split_seed=split_seed)
-    foreign = [c for c in ds.classes if c not in spec.classes]
+    sel = select_data(data, classes=selected, split=split, split_seed=split_seed)
+    foreign = [c for c in sel.classes if c not in spec.classes]
     if foreign:
         raise DataError(f"class {foreign[0]!r} is not one of the model's classes ({', '.join(spec.classes)})")
-    return conform_set(ds, spec.in_channels, spec.input_size).relabel(list(spec.classes))
+    return sel.relabel(list(spec.classes))
+
+
+def eval_data_for(spec: ModelSpec, data: str, classes: str | None, split: str, split_seed: int) -> ImageSet:
+    """``eval_selection_for``, decoded and conformed to the model's input (all in memory)."""
+    sel = eval_selection_for(spec, data, classes, split, split_seed)
+    return conform_set(sel.decode(), spec.in_channels, spec.input_size)
 
 
 def evaluate_model(
@@ -218,20 +238,21 @@ def evaluate_model(
             split=split,
             split_seed=split_seed,
             device=device,
-            eval_data=eval_data_for,
+            eval_data=eval_selection_for,
         )
     loaded = load_model(model, **(load_overrides or {}))
     dev = resolve_device(device)
-    ds = eval_data_for(loaded.spec, data, classes, split, split_seed)
+    sel = eval_selection_for(loaded.spec, data, classes, split, split_seed)
+    ds = ImageDataset.of(sel, channels=loaded.spec.in_channels, size=loaded.spec.input_size)
     net = loaded.network.to(dev)
-    pred = predict_logits(net, ds.images, device=dev).argmax(1)
+    (pred,) = predict_labels([net], ds, dev)
     return {
         "model": str(model),
         "data": data,
         "split": split,
         "num_samples": len(ds),
-        "accuracy": accuracy(pred, ds.labels),
-        "per_class": per_class_accuracy(pred, ds.labels, list(loaded.spec.classes)),
+        "accuracy": accuracy(pred, sel.labels),
+        "per_class": per_class_accuracy(pred, sel.labels, list(loaded.spec.classes)),
     }
 
 
@@ -267,13 +288,22 @@ def predict_images(
     else:
         loaded = load_model(model)
         spec, forward, classes = loaded.spec, loaded.network, list(loaded.spec.classes)
-    batch = torch.cat([conform(_read_image(Path(p)), spec.in_channels, spec.input_size) for p in images])
     dev = resolve_device(device)
     if isinstance(forward, ClonedModel):
         forward.to_device(dev)
     else:
         forward.to(dev)
-    probs = predict_logits(forward, batch, device=dev).softmax(1)
+    chunks = []
+    for i in range(0, len(images), PREDICT_BATCH):  # decoded one batch at a time
+        batch = torch.cat(
+            [
+                conform(_read_image(Path(p)), spec.in_channels, spec.input_size)
+                for p in images[i : i + PREDICT_BATCH]
+            ]
+        )
+        with autocast(dev):
+            chunks.append(predict_logits(forward, batch, device=dev).float().softmax(1))
+    probs = torch.cat(chunks)
     k = min(top, len(classes))
     results = []
     for path, p in zip(images, probs, strict=True):

