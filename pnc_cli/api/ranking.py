@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..core.config import CloneConfig, SurrogateConfig
-from ..core.device import resolve_device
+from ..core.device import is_main_process, resolve_device
 from ..core.errors import PncError, RuntimeFailure, UsageError
 from ..core.progress import NullProgress, Progress
 from ..io.data import ImageSet, conform, load_data
@@ -130,7 +130,7 @@ def _fit_model(
             return _Fitted(loaded, sf.theta, time.perf_counter() - start, True, path)
         log.warning("not reusing %s (%s); recomputing it", path, why)
     result = surrogate_for(loaded, images, config, masks=masks, device=device, progress=progress)
-    if path is not None:
+    if path is not None and is_main_process():  # under torchrun only rank 0 writes
         sf = surrogate_file_for(loaded, result, chosen.index, {**identity, "samples_sha256": sha})
         write_surrogate(path, sf, force=True)
     return _Fitted(loaded, result.theta, time.perf_counter() - start, False, path)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..core.config import SurrogateConfig
-from ..core.device import autocast, resolve_device
+from ..core.device import autocast, is_main_process, resolve_device
 from ..core.distributed import all_reduce_sum, is_distributed, rank, world_size
 from ..core.errors import ConfigError, IncompatibleError
 from ..core.progress import NullProgress, Progress
@@ -251,7 +251,8 @@ def compute_surrogate(
         "samples_sha256": samples_sha256(chosen.index, images),
     }
     sf = surrogate_file_for(loaded, result, chosen.index, identity)
-    sha = write_surrogate(out, sf, force=force) if out is not None else sf.sha256
+    # under torchrun every process holds the same G; only rank 0 writes it
+    sha = write_surrogate(out, sf, force=force) if out is not None and is_main_process() else sf.sha256
     n, m = len(pos), result.masks.shape[0]
     return {
         "output": str(out) if out is not None else None,

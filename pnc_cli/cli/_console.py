@@ -31,6 +31,11 @@ HEARTBEAT_S = float(os.environ.get("PNC_HEARTBEAT_S", "10"))
 DIGITS = 6
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun, or a plain process: the one that prints."""
+    return _is_main_process()
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0  # same rule as core.device.is_main_process
 

@@ -10,7 +10,8 @@ Every command gets ``--json``, ``--quiet/-q``, ``--log-file`` and ``--debug``; t
 
     seed device force split_seed dry_run tsv trust_arch
 
-Commands offering ``device`` or ``force`` (those that load models) also get ``--trust-arch``.
+Commands offering ``device`` or ``force`` (those that load models) also get ``--trust-arch``;
+``device`` also brings ``--workers`` and ``--precision`` (every command that runs a network).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import typer
 from ..core.config import DEFAULT_SEED
 from ..core.trust import trusted_archs
 from ._common import handle_errors
+from ._distributed import process_group
 from .streams import Streams
 
 DEFAULT_DEVICE = "auto"
@@ -61,6 +63,15 @@ TrustArchOpt = Annotated[
     ),
 ]
 TsvOpt = Annotated[bool, typer.Option("--tsv", help="Print tables as tab-separated values.")]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=0, help="Processes that decode the data (0: in this process).")
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision", help="Frozen forward passes: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."
+    ),
+]
 
 
 def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -80,6 +91,8 @@ SHARED: dict[str, inspect.Parameter] = {
     "dry_run": _param("dry_run", DryRunOpt, False),
     "tsv": _param("tsv", TsvOpt, False),
     "trust_arch": _param("trust_arch", TrustArchOpt, None),
+    "workers": _param("workers", WorkersOpt, 0),
+    "precision": _param("precision", PrecisionOpt, "auto"),
 }
 ALWAYS = ("json", "quiet", "log_file", "debug")
 
@@ -98,6 +111,8 @@ class Run:
     split_seed: int = 0
     dry_run: bool = False
     tsv: bool = False
+    workers: int = 0
+    precision: str = "auto"
     streams: Streams = field(default_factory=Streams)
 
     def progress(self) -> Any:
@@ -121,6 +136,8 @@ class Run:
         """
         from . import _console as console
 
+        if not console.is_main_process():  # under torchrun only rank 0 prints
+            return
         doc = self.streams.relabel(doc)
         to_stderr = self.streams.flush_to_stdout()
         if self.json:
@@ -136,7 +153,9 @@ def _split(names: Sequence[str]) -> list[str]:
         raise ValueError(f"unknown shared options {unknown}; known: {sorted(SHARED)}")
     # Commands that load models (they take --device or --force) may be allowed custom architectures.
     trust = ["trust_arch"] if {"device", "force"} & set(names) and "trust_arch" not in names else []
-    return [*ALWAYS, *[n for n in names if n not in ALWAYS], *trust]
+    # A command that runs a network (--device): how it reads data and its precision too.
+    runtime = ["workers", "precision"] if "device" in names else []
+    return [*ALWAYS, *[n for n in names if n not in ALWAYS], *trust, *runtime]
 
 
 def shared(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -158,7 +177,10 @@ def shared(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             run = Run(json=values.pop("json"), **values)
             console.configure(quiet=run.quiet, debug=run.debug, log_file=run.log_file, tsv=run.tsv)
             try:
-                with trusted_archs(trust):  # core/trust.py: only these custom architectures may be imported
+                with (
+                    trusted_archs(trust),
+                    process_group(run),
+                ):  # core/trust.py; torchrun (cli/_distributed.py)
                     return fn(run=run, **kwargs) if takes_run else fn(**kwargs)
             finally:
                 run.streams.close()

@@ -85,27 +85,19 @@ def _store() -> dist.Store | None:
         return None
 
 
-def record_failure(message: str, exit_code: int) -> bool:
-    """Record this rank's error for the others unless one was recorded first; True when this one is
-    the first (the one to print)."""
+def record_failure(message: str, exit_code: int) -> tuple[bool, int]:
+    """Record this rank's error for the others unless one was recorded first.
+
+    Returns ``(first, exit_code)``: whether this rank's error is the first (the one to print) and the
+    exit code every rank should leave with (the first error's).
+    """
     store = _store()
     if store is None:
-        return True
+        return True, exit_code
     me = f"{rank()}\t{exit_code}\t{message}"
     try:
-        return bool(store.compare_set(_FAILURE_KEY, "", me) == me.encode())
-    except (RuntimeError, OSError, dist.DistError):
-        return True
-
-
-def peer_failure(wait_s: float = 2.0) -> tuple[int, int, str] | None:
-    """The ``(rank, exit code, message)`` a rank recorded before failing, if any (waits ``wait_s``)."""
-    store = _store()
-    if store is None:
-        return None
-    try:
-        store.wait([_FAILURE_KEY], datetime.timedelta(seconds=wait_s))
-        r, code, message = store.get(_FAILURE_KEY).decode().split("\t", 2)
-        return int(r), int(code), message
+        now = store.compare_set(_FAILURE_KEY, "", me).decode()
+        first_rank, code, _ = now.split("\t", 2)
+        return now == me, int(code)
     except (RuntimeError, OSError, ValueError, dist.DistError):
-        return None
+        return True, exit_code

@@ -1,0 +1,94 @@
+"""``torchrun`` with 2 CPU processes (gloo): the same files as one process; one error when a rank fails.
+
+Each test starts ``python -m torch.distributed.run --nproc_per_node=2 -m pnc_cli ...`` (the real CLI
+entry, which joins the process group) on a tiny model and compares with the single-process result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    cmd += ["--master_addr=127.0.0.1", "-m", "pnc_cli", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _errors(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+
+
+def test_surrogate_in_two_processes_equals_one(tiny_target: Path, tmp_path: Path, run_cli) -> None:
+    one = run_cli(
+        "surrogate",
+        "--model",
+        tiny_target,
+        "--data",
+        "digits",
+        "--samples",
+        "6",
+        "--masks",
+        "16",
+        "--output",
+        tmp_path / "one.surrogate",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    assert one.exit_code == 0, one.stderr
+    two = _torchrun(
+        "surrogate",
+        "--model",
+        str(tiny_target),
+        "--data",
+        "digits",
+        "--samples",
+        "6",
+        "--masks",
+        "16",
+        "--output",
+        "two.surrogate",
+        "--device",
+        "cpu",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert two.returncode == 0, two.stderr
+    doc = json.loads(two.stdout)  # rank 0 alone prints: one JSON document
+    assert doc["sha256"] == json.loads(one.stdout)["sha256"]
+    # each G is its own ridge fit, sharded by sample: the file is identical byte for byte
+    assert (tmp_path / "two.surrogate").read_bytes() == (tmp_path / "one.surrogate").read_bytes()
+
+
+def test_a_failing_rank_is_one_error(tiny_target: Path, tmp_path: Path) -> None:
+    r = _torchrun(
+        "surrogate",
+        "--model",
+        str(tiny_target),
+        "--data",
+        "no-such-data",
+        "--output",
+        "g.surrogate",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert r.returncode != 0 and r.stdout == ""
+    assert _errors(r.stderr) == [
+        "error: data 'no-such-data' not found: give a built-in name (digits, mnist5k), a directory, .npz or "
+        ".safetensors"
+    ]
+    assert "exitcode  : 2" in r.stderr  # every rank left with the error's exit code (torchrun's report)
+    assert not (tmp_path / "g.surrogate").exists()
