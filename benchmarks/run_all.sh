@@ -30,3 +30,6 @@ mkdir -p "$OUT"
 # Seed experiments (issue 6) on scikit-learn digits: Tables 2 and 4 (docs/benchmarks.md "Seed experiments")
 "$PY" benchmarks/bench_data_size.py --seeds 0 1 2 --data digits --out "$OUT/seed-data-size-digits.json" --img docs/img/seed-data-size-digits.png | tee "$OUT/seed-data-size-digits.md"
 "$PY" benchmarks/bench_num_classes.py --seeds 0 1 2 --data digits --out "$OUT/seed-num-classes-digits.json" --img docs/img/seed-num-classes-digits.png | tee "$OUT/seed-num-classes-digits.md"
+
+# Scale (issue 13): resnet18 clone wall time and peak RSS, time/RSS against the number of images (ImageFolder), 1 vs 2 processes, surrogate against peak forward (docs/benchmarks.md "Scale")
+"$PY" benchmarks/bench_scale.py --out "$OUT/scale" | tee "$OUT/scale.md"

@@ -11,33 +11,34 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..core.config import CloneConfig, SurrogateConfig
-from ..core.device import resolve_device, seed_everything
+from ..core.device import autocast, is_main_process, resolve_device, seed_everything
 from ..core.distributed import all_reduce_sum, is_distributed
 from ..core.errors import DataError, IncompatibleError, UsageError, VerificationError
 from ..core.progress import NullProgress, Progress
-from ..io.data import ImageSet, conform_set, load_data, parse_classes, read_raw
+from ..io.data import ImageSet, Selection, conform_set, parse_classes, select_data, source_names
 from ..io.delta_file import KIND_CLONED, DeltaFile, count_params, file_kind, write_delta
 from ..io.model_file import LoadedModel, load_model
-from ..io.safetensors_io import check_output, content_sha256
+from ..io.safetensors_io import check_output
 from ..io.search_file import SearchFile, check_inputs, read_search, write_search
+from ..io.stream import ImageDataset, content_sha256
 from ..method.branch_state import branch_info, branch_tensors
 from ..method.clone_training import LocalTargets
 from ..method.cloned_model import Branch, ClonedModel, new_branch
-from ..method.joint import BudgetError, CandidateScore, JointSettings, batches, fit_joint
-from ..method.metrics import cloning_metrics, zest_locality
+from ..method.joint import BudgetError, CandidateScore, JointSettings, fit_joint
+from ..method.metrics import LOCALITY_SURROGATE, cloning_metrics, zest_locality
 from ..method.search import PositionScore, SearchOutcome, search_positions
-from ..nets.training import predict_logits
 from .branches import branch_from_delta, load_cloned, source_info, target_info
 from .deltas import apply_delta
 from .models import recorded_data
 from .plots import plot_search
+from .streaming import predict_labels, train_batches
 from .surrogates import load_or_compute
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,13 @@ Score = PositionScore | CandidateScore
 
 @dataclass
 class CloneInputs:
-    """Everything the training needs, resolved and checked."""
+    """Everything the training needs, resolved and checked.
+
+    The training and test samples are streamed (``io.stream.ImageDataset``: decoded one batch at a
+    time, docs/scale.md); the validation split is held in memory. ``train``, ``test``, ``clone_set``
+    and ``clone_pool`` decode their samples on first use (the append head trains for several epochs
+    on tensors; G needs a few images).
+    """
 
     source: LoadedModel
     target: LoadedModel
@@ -56,13 +63,42 @@ class CloneInputs:
     class_index: list[int]
     data: str
     target_data: str | None
-    train: tuple[torch.Tensor, torch.Tensor]
+    train_set: ImageDataset  # cloned-class samples, then target-domain ones with pseudo-labels (no val rows)
     val: tuple[torch.Tensor, torch.Tensor] | None
-    test: tuple[torch.Tensor, torch.Tensor]
-    clone_set: ImageSet  # the cloned-class training samples (validation rows removed)
-    clone_pool: ImageSet  # every train-split sample of the cloned classes (where a given G may come from)
+    test_set: ImageDataset
+    clone_rows: Selection  # the cloned-class training samples (validation rows removed)
+    pool_rows: Selection  # every train-split sample of the cloned classes (where a given G may come from)
     existing: dict[str, Branch]  # deltas already on the target (a cloned model given as --target), frozen
     stack: list[dict[str, str]]  # their {name, sha256}, in order
+    _decoded: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _once(self, key: str, make: Any) -> Any:
+        if key not in self._decoded:
+            self._decoded[key] = make()
+        return self._decoded[key]
+
+    @property
+    def train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training samples in memory (decoded once)."""
+        ds = self.train_set
+        return self._once("train", lambda: (ds.images(range(len(ds))), ds.labels))
+
+    @property
+    def test(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ds = self.test_set
+        return self._once("test", lambda: (ds.images(range(len(ds))), ds.labels))
+
+    def _conformed(self, sel: Selection) -> ImageSet:
+        spec = self.target.spec
+        return conform_set(sel.decode(), spec.in_channels, spec.input_size)
+
+    @property
+    def clone_set(self) -> ImageSet:
+        return self._once("clone_set", lambda: self._conformed(self.clone_rows))
+
+    @property
+    def clone_pool(self) -> ImageSet:
+        return self._once("clone_pool", lambda: self._conformed(self.pool_rows))
 
 
 def _renames(items: list[str] | None) -> dict[str, str]:
@@ -106,22 +142,21 @@ def _target_domain(
     fraction: float,
     split_seed: int,
     stacked: list[str] | None = None,
-) -> ImageSet | None:
+) -> Selection | None:
     """Target-domain samples (minus the cloned classes): the target's recorded training classes when the
     data is its recorded training data, every sample of a user-given --target-data otherwise."""
     if target_data is None:
         return None
-    spec = tgt.spec
-    training = spec.training or {}
+    training = tgt.spec.training or {}
     classes = training.get("classes") if training.get("data") == target_data else None
     if classes is not None and stacked:
-        present = set(read_raw(target_data)[1])
+        present = set(source_names(target_data))
         classes = [*classes, *(c for c in stacked if c in present and c not in classes)]
-    ds = load_data(target_data, classes=classes, split=split, fraction=fraction, split_seed=split_seed)
-    keep = torch.tensor([n not in exclude for n in ds.label_names], dtype=torch.bool)
+    sel = select_data(target_data, classes=classes, split=split, fraction=fraction, split_seed=split_seed)
+    keep = torch.tensor([n not in exclude for n in sel.label_names], dtype=torch.bool)
     if not keep.any():
         raise DataError(f"target data {target_data}: no samples outside the cloned classes")
-    return conform_set(ds.subset(keep), spec.in_channels, spec.input_size)
+    return sel.subset(keep)
 
 
 def load_target(target: str | Path) -> tuple[LoadedModel, dict[str, Branch], list[dict[str, str]]]:
@@ -179,11 +214,10 @@ def gather_inputs(
             options=("target_data",),
         )
     spec = tgt.spec
+    c, size = spec.in_channels, spec.input_size
     try:
-        clone_train = conform_set(
-            load_data(data, classes=chosen, split="train", fraction=config.fraction, split_seed=split_seed),
-            spec.in_channels,
-            spec.input_size,
+        clone_train = select_data(
+            data, classes=chosen, split="train", fraction=config.fraction, split_seed=split_seed
         )
     except DataError as exc:
         raise DataError(
@@ -191,33 +225,29 @@ def gather_inputs(
             "pass data with samples of them",
             options=("data",),
         ) from None
-    clone_test = conform_set(
-        load_data(data, classes=chosen, split="test", split_seed=split_seed),
-        spec.in_channels,
-        spec.input_size,
-    )
+    clone_test = select_data(data, classes=chosen, split="test", split_seed=split_seed)
     n_t = len(known)
     stacked = known[spec.num_classes :]
-    images, labels = [clone_train.images], [clone_train.labels + n_t]
+    full = ImageDataset.of(clone_train, labels=clone_train.labels + n_t, channels=c, size=size)
     dom = _target_domain(tgt, target_data, chosen, "train", config.fraction, split_seed, stacked)
     net: Any = (
         ClonedModel(tgt.network, list(spec.classes), existing).to_device(device)
         if existing
         else tgt.network.to(device)
     )
-    if dom is not None:
-        images.append(dom.images)
-        labels.append(predict_logits(net, dom.images, device=device).argmax(1))
-    x, y = torch.cat(images), torch.cat(labels)
-    val_mask = _stratified_val(y, config.val_fraction, config.seed)
-    test_x, test_y = [clone_test.images], [clone_test.labels + n_t]
+    if dom is not None:  # pseudo-labels: the target's own predictions, one streamed pass
+        (pseudo,) = predict_labels([net], ImageDataset.of(dom, channels=c, size=size), device)
+        full = full.concat(ImageDataset.of(dom, labels=pseudo, channels=c, size=size))
+    val_mask = _stratified_val(full.labels, config.val_fraction, config.seed)
+    test = ImageDataset.of(clone_test, labels=clone_test.labels + n_t, channels=c, size=size)
     dom_test = _target_domain(tgt, target_data, chosen, "test", 1.0, split_seed, stacked)
     if dom_test is not None:
         knows = torch.tensor([n in known for n in dom_test.label_names], dtype=torch.bool)
-        dom_test = dom_test.subset(knows).relabel(known)
-        test_x.append(dom_test.images)
-        test_y.append(dom_test.labels)
-    val = (x[val_mask], y[val_mask]) if val_mask.any() else None
+        test = test.concat(ImageDataset.of(dom_test.subset(knows).relabel(known), channels=c, size=size))
+    val = None
+    if val_mask.any():
+        held = full.subset(val_mask)
+        val = (held.images(range(len(held))), held.labels)
     return CloneInputs(
         src,
         tgt,
@@ -226,15 +256,11 @@ def gather_inputs(
         [list(src.spec.classes).index(c) for c in chosen],
         data,
         target_data,
-        (x[~val_mask], y[~val_mask]),
+        full.subset(~val_mask),
         val,
-        (torch.cat(test_x), torch.cat(test_y)),
+        test,
         clone_train.subset(~val_mask[: len(clone_train)]),
-        conform_set(
-            load_data(data, classes=chosen, split="train", split_seed=split_seed),
-            spec.in_channels,
-            spec.input_size,
-        ),
+        select_data(data, classes=chosen, split="train", split_seed=split_seed),
         existing,
         stack,
     )
@@ -322,12 +348,12 @@ def evaluate_branch(inp: CloneInputs, branch: Branch, device: torch.device) -> d
     )
     cloned = ClonedModel(net, list(spec.classes), {**inp.existing, "pnc_new": branch.to(device)}).eval()
     n_known = len(cloned.classes) - len(branch.classes)
-    x, y = inp.test
-    pred = predict_logits(cloned, x, device=device).argmax(1)
-    target_pred = predict_logits(before, x, device=device).argmax(1)
+    y = inp.test_set.labels
+    pred, target_pred = predict_labels([cloned, before], inp.test_set, device)  # one streamed pass
     m: dict[str, Any] = dict(cloning_metrics(pred, y, n_known, target_pred=target_pred))
     m["target_ori_acc"] = cloning_metrics(target_pred, y, n_known)["ori_acc"]
-    ori = x[y < n_known]
+    ori_rows = torch.nonzero(y < n_known).flatten()[: LOCALITY_SURROGATE.samples]
+    ori = inp.test_set.images(ori_rows.numpy()).to(device)
     m["zest_distance"] = zest_locality(before, cloned, ori) if len(ori) else None
     return m
 
@@ -344,7 +370,8 @@ def fingerprint(inp: CloneInputs, config: CloneConfig, split_seed: int) -> dict[
         "fraction": config.fraction,
         "split_seed": split_seed,
         "stacked_on": list(inp.existing),
-        "train_sha256": content_sha256({"x": inp.train[0], "y": inp.train[1]}),
+        # the digest of {"x": images, "y": labels}, computed one batch at a time
+        "train_sha256": content_sha256(inp.train_set),
     }
 
 
@@ -489,18 +516,19 @@ def _train_joint(
         refit_on_val=config.refit_on_val,
     )
     try:
-        out = fit_joint(
-            base=base,
-            source=inp.source.network.to(dev),
-            new_classes=inp.new_classes,
-            image_shape=(spec.in_channels, spec.input_size, spec.input_size),
-            train=batches(*inp.train, size=max(config.batch_size, 256)),
-            val=inp.val,
-            settings=settings,
-            device=dev,
-            progress=progress,
-            reduce=all_reduce_sum if is_distributed() else None,
-        )
+        with autocast(dev):  # frozen forward passes at --precision; the statistics stay float64
+            out = fit_joint(
+                base=base,
+                source=inp.source.network.to(dev),
+                new_classes=inp.new_classes,
+                image_shape=(spec.in_channels, spec.input_size, spec.input_size),
+                train=train_batches(inp.train_set, dev, batch_size=max(config.batch_size, 256)),
+                val=inp.val,
+                settings=settings,
+                device=dev,
+                progress=progress,
+                reduce=all_reduce_sum if is_distributed() else None,
+            )
     except BudgetError as exc:
         raise UsageError(
             f"{exc} (max_extra_ratio {config.max_extra_ratio})", options=("max_extra_ratio",)
@@ -663,6 +691,8 @@ def clone(
         sconfig=trained.sconfig,
         split_seed=split_seed,
     )
+    if not is_main_process():  # under torchrun every process holds the same delta; rank 0 writes it
+        return _summary(delta, Path(output), "", metrics, inp, scores)
     sha = write_delta(output, delta, force=force)
     doc = _summary(delta, Path(output), sha, metrics, inp, scores)
     if merged is not None:
@@ -728,6 +758,8 @@ def search(
         split_seed=split_seed,
     )
     sf = SearchFile(delta, curves_of(trained.scores), fingerprint(inp, config, split_seed))
+    if not is_main_process():  # under torchrun rank 0 writes
+        return _summary(delta, Path(output), "", metrics, inp, trained.scores)
     sha = write_search(output, sf, force=force)
     doc = _summary(delta, Path(output), sha, metrics, inp, trained.scores)
     if plot is not None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import CloneConfig
+from ..core.distributed import is_distributed, rank, world_size
 from ..core.errors import RuntimeFailure
 from ..core.progress import NullProgress, Progress
 from ..nets.network import Network
@@ -109,6 +110,38 @@ def _branch(cloned: ClonedModel, name: str) -> Branch:
     return branch
 
 
+class _Losses(torch.nn.Module):
+    """``_Step.losses`` as a module's forward, so that ``DistributedDataParallel`` can wrap it: the
+    trainable parameters are the branch's and the selector's (the target and source are frozen)."""
+
+    def __init__(self, step: _Step, selector: ChannelSelector | None) -> None:
+        super().__init__()
+        self.step = step
+        self.cloned = step.cloned
+        self.selector = selector
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        return self.step.losses(x, y, g, device)
+
+
+def _distributed(module: _Losses, device: torch.device) -> torch.nn.Module:
+    """Under torchrun: DDP over the trainable parameters (gradients averaged across processes)."""
+    if not is_distributed():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+
+
+def _shard(idx: torch.Tensor) -> torch.Tensor:
+    """This process's part of a batch (the whole batch when it has fewer samples than processes)."""
+    w = world_size()
+    return idx.tensor_split(w)[rank()] if w > 1 and len(idx) >= w else idx
+
+
 class _Step:
     """One optimisation step's losses for a branch (shared by the main and fine-tune phases)."""
 
@@ -162,8 +195,13 @@ def _run_epochs(
     progress: Progress,
     schedule: bool = False,
 ) -> tuple[list[float], dict[str, float]]:
-    """``schedule``: anneal the selector temperature and switch to straight-through masks (main phase)."""
+    """``schedule``: anneal the selector temperature and switch to straight-through masks (main phase).
+
+    Under torchrun every process draws the same batches (same seed) and computes the loss on its
+    share of each (``_shard``); ``DistributedDataParallel`` averages the gradients.
+    """
     bs = step.config.batch_size
+    model = _distributed(_Losses(step, selector), device)
     losses: list[float] = []
     comps: dict[str, float] = {}
     for epoch in range(epochs):
@@ -176,8 +214,9 @@ def _run_epochs(
         sums: dict[str, float] = {}
         total_sum, n = 0.0, 0
         for idx in torch.randperm(len(labels), generator=g).split(bs):
-            x, y = images[idx].to(device), labels[idx].to(device)
-            parts = step.losses(x, y, g, device)
+            mine = _shard(idx)
+            x, y = images[mine].to(device), labels[mine].to(device)
+            parts = model(x, y, g, device)
             penalty = (
                 selector.penalty(step.config.mask_penalty)
                 if selector is not None and not selector.is_hard

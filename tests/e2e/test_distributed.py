@@ -13,6 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -92,3 +95,45 @@ def test_a_failing_rank_is_one_error(tiny_target: Path, tmp_path: Path) -> None:
     ]
     assert "exitcode  : 2" in r.stderr  # every rank left with the error's exit code (torchrun's report)
     assert not (tmp_path / "g.surrogate").exists()
+
+
+def test_joint_clone_in_two_processes_equals_one(
+    tiny_source: Path, tiny_target: Path, tmp_path: Path
+) -> None:
+    """The joint head's statistics are all-reduced sums: the same delta up to float64 rounding."""
+    from pnc_cli import api
+    from pnc_cli.io.safetensors_io import read_safetensors
+
+    one = api.clone(
+        source=tiny_source, target=tiny_target, classes="5,6", output=tmp_path / "one.delta", device="cpu"
+    )
+    two = _torchrun(
+        "clone",
+        "--source",
+        str(tiny_source),
+        "--target",
+        str(tiny_target),
+        "--classes",
+        "5,6",
+        "--output",
+        "two.delta",
+        "--device",
+        "cpu",
+        "--json",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert two.returncode == 0, two.stderr
+    doc = json.loads(two.stdout)
+    assert (doc["source_end"], doc["pool"]) == (one["source_end"], one["pool"])  # the same candidate
+    for key in ("ori_acc", "tar_acc", "avg_acc", "extra_params"):
+        assert doc[key] == pytest.approx(one[key], abs=1e-6)
+    a, _ = read_safetensors(tmp_path / "one.delta")
+    b, _ = read_safetensors(tmp_path / "two.delta")
+    assert a.keys() == b.keys()
+    for name, t in a.items():
+        if t.is_floating_point() and t.numel():
+            scale = float(t.abs().max()) or 1.0
+            assert float((t.double() - b[name].double()).abs().max()) <= 1e-4 * scale, name
+        else:
+            assert torch.equal(t, b[name]), name
