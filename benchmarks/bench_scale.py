@@ -189,7 +189,8 @@ def part_clone(a: argparse.Namespace, models: dict[str, Path], npz: Path) -> lis
         "|---|---|---|---|---|---|---|",
         f"| {npz.name} (5,000 × 32×32 RGB) | {a.device} | {r['seconds']:.1f} | {r['rss_mb']:.0f} "
         f"| {d.get('ori_acc', float('nan')):.3f} / {d.get('tar_acc', float('nan')):.3f} / "
-        f"{d.get('avg_acc', float('nan')):.3f} | {d.get('source_end')}, {d.get('pool')} | {d.get('extra_params')} |",
+        f"{d.get('avg_acc', float('nan')):.3f} | {d.get('source_end')}, {d.get('pool')} "
+        f"| {d.get('extra_params')} |",
         "",
         f"command: `{r['command']}`",
     ]
@@ -295,7 +296,8 @@ def part_surrogate(a: argparse.Namespace, models: dict[str, Path], npz: Path) ->
     b = float(r["doc"]["images_per_second"])
     peak = _peak_forward(tgt, a.device, 512, a.repeats)
     return [
-        "| model | device | N × \\|B\\| | (a) peak forward img/s | (b) pnc surrogate img/s | b/a | wall s | peak RSS MiB |",
+        "| model | device | N × \\|B\\| | (a) peak forward img/s | (b) pnc surrogate img/s | b/a | wall s "
+        "| peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|",
         f"| {tgt.name} | {a.device} | {a.samples} × {a.masks} | {peak:.0f} | {b:.0f} | {b / peak:.2f} "
         f"| {r['seconds']:.1f} | {r['rss_mb']:.0f} |",
