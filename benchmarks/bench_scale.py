@@ -120,8 +120,9 @@ def make_folder(root: Path, n: int) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     x, y = rgb32()
     rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))  # mnist5k is sorted by label: every size gets all ten classes
     for i in range(n):
-        j = i % len(x)
+        j = int(order[i % len(x)])
         img = x[j]
         if i >= len(x):
             dx, dy = rng.integers(-3, 4, size=2)
