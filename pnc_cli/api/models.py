@@ -32,9 +32,10 @@ from ..io.data import (
     source_names,
 )
 from ..io.delta_file import KIND_CLONED, file_kind
+from ..io.foreign import read_foreign_checkpoint
 from ..io.images import decode_image
-from ..io.model_file import ModelSpec, build_from_spec, load_model, save_model
-from ..io.safetensors_io import check_output, loads_bounded, read_header
+from ..io.model_file import ModelSpec, build_from_spec, load_model, model_from_tensors, save_model
+from ..io.safetensors_io import check_output, file_sha256, loads_bounded, read_header
 from ..io.stream import ImageDataset
 from ..method.cloned_model import ClonedModel
 from ..nets.registry import get_architecture, list_architectures
@@ -453,35 +454,111 @@ def pnc_version() -> str:
     return __version__
 
 
+def read_classes_file(path: str | Path) -> list[str]:
+    """Class names from a text file, one a line in output order (blank lines and surrounding spaces ignored)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"classes file {p}: cannot read it ({exc.__class__.__name__}); give a UTF-8 text file"
+        ) from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise UsageError(f"classes file {p}: no class names; write one name a line")
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise UsageError(f"classes file {p}: class {n!r} appears twice; names must be unique")
+        seen.add(n)
+    return names
+
+
 def import_model(
     *,
     file: str | Path,
     arch: str,
-    classes: str,
     output: str | Path,
+    classes: str | list[str] | None = None,
+    classes_file: str | Path | None = None,
+    key: str | None = None,
+    strip_prefix: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     in_channels: int | None = None,
     input_size: int | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Convert a plain state dict into a pnc model file (exact key/shape match required).
+    """Convert a checkpoint from another tool into a pnc model file (exact key/shape match required).
 
-    ``mean``/``std`` are the per-channel normalisation the model was trained with (default 0 and 1:
-    images in [0, 1] enter the model unchanged).
+    ``file`` is a ``.safetensors`` state dict or a pickle-based ``.pt/.pth/.bin`` checkpoint, read with
+    PyTorch's restricted unpickler only (io/foreign.py): nothing in the file runs. ``key`` picks the
+    state dict inside a training checkpoint (found automatically when only one entry holds one);
+    ``strip_prefix`` removes a name prefix (``module.`` is removed when every name has it; ``""``
+    removes nothing). ``classes`` (a spec such as ``0-9`` or a list) or ``classes_file`` (one name a
+    line) name the outputs in order. ``mean``/``std`` are the per-channel normalisation the model was
+    trained with (default 0 and 1: images in [0, 1] enter the model unchanged; a warning is logged).
     """
+    if (classes is None) == (classes_file is None):
+        raise UsageError("give the class names either as a spec (e.g. 0-9 or cat,dog) or as a file, not both")
     out = check_output(output, force=force, inputs=[file])
-    names = parse_classes(classes) or []
+    if classes_file is not None:
+        names = read_classes_file(classes_file)
+    elif isinstance(classes, list):
+        names = [str(c) for c in classes]
+    else:
+        names = parse_classes(classes) or []
+    ckpt = read_foreign_checkpoint(file, key=key, strip_prefix=strip_prefix)
     with trusted_archs(arch):  # the user names the architecture of the file being imported
-        loaded = load_model(
-            file, arch=arch, classes=names, in_channels=in_channels, input_size=input_size, mean=mean, std=std
+        loaded = model_from_tensors(
+            Path(file),
+            ckpt.tensors,
+            ckpt.metadata,
+            arch=arch,
+            classes=names,
+            arch_kwargs=arch_kwargs,
+            in_channels=in_channels,
+            input_size=input_size,
+            mean=mean,
+            std=std,
         )
-    sha = save_model(out, loaded.network, loaded.spec, force=force)
+    if mean is None and std is None and "pnc.arch" not in ckpt.metadata:
+        log.warning(
+            "%s: no normalisation given (mean 0, std 1): images in [0, 1] enter the model unchanged; "
+            "if it was trained on normalised images (e.g. ImageNet mean/std), give its mean and std",
+            file,
+        )
+    spec = loaded.spec
+    source = {
+        "path": str(file),
+        "format": ckpt.format,
+        "key": ckpt.key,
+        "stripped_prefix": ckpt.stripped_prefix,
+        "file_sha256": file_sha256(file),
+    }
+    options = {
+        "arch": spec.arch,
+        "arch_kwargs": spec.arch_kwargs,
+        "num_classes": spec.num_classes,
+        "in_channels": spec.in_channels,
+        "input_size": spec.input_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+    }
+    sha = save_model(
+        out, loaded.network, spec, force=force, provenance={"options": options, "source": source}
+    )
     return {
         "output": str(out),
-        "arch": arch,
-        "classes": names,
+        "arch": spec.arch,
+        "arch_kwargs": spec.arch_kwargs,
+        "classes": list(spec.classes),
+        "input": {"channels": spec.in_channels, "size": spec.input_size},
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "source": source,
         "sha256": sha,
+        "content_sha256": sha,
         "num_params": loaded.network.num_params(),
     }
 

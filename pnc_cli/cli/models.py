@@ -307,13 +307,35 @@ def predict(
 def import_model(
     run: Run,
     file: Annotated[
-        Path, typer.Argument(help="A plain state dict (.safetensors) without pnc metadata; - reads stdin.")
+        Path,
+        typer.Argument(
+            help="A state dict: .safetensors, or .pt/.pth/.bin (read with weights_only=True); - reads stdin."
+        ),
     ],
-    arch: Annotated[str, typer.Option("--arch", "-a", help="Its architecture.")],
-    classes: Annotated[
-        str, typer.Option("--classes", "-c", help="Its class names in output order, e.g. 0-9 or cat,dog.")
+    arch: Annotated[
+        str, typer.Option("--arch", "-a", help="Its architecture: a built-in, torchvision:NAME or timm:NAME.")
     ],
     output: OutOpt,
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", "-c", help="Its class names in output order, e.g. 0-9 or cat,dog."),
+    ] = None,
+    classes_file: Annotated[
+        Path | None, typer.Option("--classes-file", help="A text file with one class name a line.")
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", help="Entry holding the state dict, e.g. state_dict or model (default: found)."
+        ),
+    ] = None,
+    strip_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--strip-prefix", help="Remove this prefix from tensor names (default: module. when all have it)."
+        ),
+    ] = None,
+    arch_arg: ArchArgOpt = None,
     in_channels: Annotated[
         int | None, typer.Option(help="Input channels (default: from the first conv).")
     ] = None,
@@ -325,18 +347,52 @@ def import_model(
         str | None, typer.Option(help="Per-channel normalisation std, e.g. 0.229,0.224,0.225.")
     ] = None,
 ) -> None:
-    """Turn a plain state dict into a pnc model file (keys and shapes must match --arch exactly)."""
+    """Turn a state dict from another tool into a pnc model file (keys and shapes must match --arch)."""
     from .. import api
 
+    if classes is None and classes_file is None:
+        raise UsageError("give --classes (e.g. 0-9) or --classes-file (one name a line)")
+    if classes is not None and classes_file is not None:
+        raise UsageError("give --classes or --classes-file, not both")
     doc = api.import_model(
         file=run.input(file),
         arch=arch,
         classes=classes,
+        classes_file=classes_file,
         output=run.output(output),
+        key=key,
+        strip_prefix=strip_prefix,
+        arch_kwargs=_arch_kwargs(arch_arg),
         in_channels=in_channels,
         input_size=input_size,
         mean=_floats(mean, "--mean"),
         std=_floats(std, "--std"),
         force=run.force,
     )
-    run.emit(doc, lambda d: console.key_values(f"imported {file} → {d['output']}", list(d.items())))
+
+    def render(doc: dict[str, Any]) -> None:
+        src = doc["source"]
+        console.key_values(
+            f"imported {file} → {doc['output']}",
+            [
+                ("arch", doc["arch"]),
+                ("arch args", doc["arch_kwargs"] or "-"),
+                (
+                    "classes",
+                    f"{len(doc['classes'])}: {', '.join(doc['classes'][:10])}{' …' if len(doc['classes']) > 10 else ''}",
+                ),
+                ("input", f"{doc['input']['channels']}×{doc['input']['size']}×{doc['input']['size']}"),
+                ("normalisation", f"mean {doc['normalization']['mean']} std {doc['normalization']['std']}"),
+                (
+                    "read from",
+                    f"{src['format']}"
+                    + (f", entry {src['key']!r}" if src["key"] else "")
+                    + (f", stripped {src['stripped_prefix']!r}" if src["stripped_prefix"] else ""),
+                ),
+                ("file sha256 (input bytes)", src["file_sha256"]),
+                ("content sha256 (tensors)", doc["content_sha256"]),
+                ("params", doc["num_params"]),
+            ],
+        )
+
+    run.emit(doc, render)

@@ -200,11 +200,12 @@ def save_model(
     *,
     force: bool = False,
     extra: Mapping[str, str] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write a model file atomically; returns the content sha256."""
+    """Write a model file atomically; returns the content sha256. ``provenance``: see core/provenance.py."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in network.model.state_dict().items()}
     meta = model_metadata(spec, tensors, extra)
-    write_safetensors(path, tensors, meta, force=force)
+    write_safetensors(path, tensors, meta, force=force, provenance=provenance)
     return meta[KEY_SHA]
 
 
@@ -235,7 +236,7 @@ def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapp
     size = overrides.get("input_size") or get_architecture(arch).default_input_size
     channels = overrides.get("in_channels")
     if channels is None:
-        channels = _first_conv_channels(arch, len(classes), size, tensors)
+        channels = _first_conv_channels(arch, len(classes), size, tensors, overrides.get("arch_kwargs"))
     mean = tuple(float(v) for v in overrides.get("mean") or (0.0,))
     std = tuple(float(v) for v in overrides.get("std") or (1.0,))
     if len(mean) not in (1, channels) or len(std) not in (1, channels) or min(std) <= 0:
@@ -243,14 +244,28 @@ def _plain_spec(tensors: Mapping[str, torch.Tensor], path: Path, overrides: Mapp
             f"mean and std need 1 or {channels} values and std > 0, got {list(mean)} / {list(std)}",
             options=("mean", "std"),
         )
-    return ModelSpec(arch=arch, classes=classes, in_channels=channels, input_size=size, mean=mean, std=std)
+    return ModelSpec(
+        arch=arch,
+        classes=classes,
+        in_channels=channels,
+        input_size=size,
+        arch_kwargs=dict(overrides.get("arch_kwargs") or {}),
+        mean=mean,
+        std=std,
+    )
 
 
-def _first_conv_channels(arch: str, num_classes: int, size: int, tensors: Mapping[str, torch.Tensor]) -> int:
+def _first_conv_channels(
+    arch: str,
+    num_classes: int,
+    size: int,
+    tensors: Mapping[str, torch.Tensor],
+    arch_kwargs: Mapping[str, Any] | None = None,
+) -> int:
     """Input channels of a plain state dict: those of the architecture's first conv weight (1 if none)."""
     try:
         probe = build_network(
-            arch, num_classes=num_classes, in_channels=1, input_size=size
+            arch, num_classes=num_classes, in_channels=1, input_size=size, arch_kwargs=dict(arch_kwargs or {})
         ).model.state_dict()
     except UsageError:
         return 1
@@ -275,6 +290,19 @@ def load_model(path: str | Path, *, verify: bool = True, **overrides: Any) -> Lo
     """
     p = Path(path)
     tensors, meta = read_safetensors(p)
+    return model_from_tensors(p, tensors, meta, verify=verify, **overrides)
+
+
+def model_from_tensors(
+    path: Path,
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, str],
+    *,
+    verify: bool = True,
+    **overrides: Any,
+) -> LoadedModel:
+    """``load_model`` on tensors already read (``path`` names them in errors); ``pnc import`` uses it."""
+    p, meta = path, dict(meta)
     if KEY_KIND in meta:  # pnc files say what they are; a plain state dict says nothing
         check_kind(meta, KIND_MODEL, p)
     if KEY_KIND in meta or KEY_VERSION in meta or "pnc.arch" in meta:  # a pnc file, not a plain state dict

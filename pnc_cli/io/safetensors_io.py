@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load as st_load
 
 from ..core.errors import CheckpointError, OutputExistsError, UsageError, VerificationError
+from ..core.provenance import KEY_PROVENANCE, with_provenance
 
 _DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -289,9 +290,21 @@ def write_safetensors(
     force: bool = False,
     inputs: Iterable[str | Path | None] = (),
     verify: Callable[[Path], None] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write tensors and string metadata atomically and deterministically (see ``atomic_write_bytes``)."""
-    return atomic_write_bytes(path, serialize(tensors, metadata), force=force, inputs=inputs, verify=verify)
+    """Write tensors and string metadata atomically and deterministically (see ``atomic_write_bytes``).
+
+    Every pnc file (metadata with ``pnc.*`` keys) gets ``pnc.provenance`` (core/provenance.py): the
+    command line and versions, plus ``provenance`` (``{"options": ..., "data": ...}``) from callers
+    that know them; a ``pnc.provenance`` already in ``metadata`` is kept as it is. When ``metadata``
+    is sealed (``pnc.seal``) and the provenance is added here, the seal is recomputed so that it
+    covers ``pnc.provenance`` too.
+    """
+    meta = with_provenance(metadata, provenance)
+    if KEY_SEAL in metadata and KEY_PROVENANCE not in metadata:
+        meta = seal(meta)
+    data = serialize(tensors, meta)
+    return atomic_write_bytes(path, data, force=force, inputs=inputs, verify=verify)
 
 
 # Bytes per element of every safetensors dtype this reader accepts (sub-byte float types excluded).

@@ -230,8 +230,19 @@ def test_library_code_does_not_print() -> None:
     assert not bad, "library code reports through Progress/logging, never print():\n" + "\n".join(bad)
 
 
+TORCH_LOAD_MODULE = "pnc_cli.io.foreign"  # pnc import: the one reader of pickle-based checkpoints
+
+
+def _weights_only_load(node: ast.Call) -> bool:
+    """``torch.load(..., weights_only=True, ...)`` with the literal True (no **kwargs that could override it)."""
+    kws = {k.arg: k.value for k in node.keywords}
+    flag = kws.get("weights_only")
+    return None not in kws and isinstance(flag, ast.Constant) and flag.value is True
+
+
 def test_no_pickle_anywhere() -> None:
-    """Files are safetensors only: no torch.load/torch.save, pickle, or allow_pickle=True in the package."""
+    """Files are safetensors only: no torch.save, pickle, or allow_pickle=True in the package; torch.load
+    only in io/foreign.py (``pnc import``) and only as ``torch.load(..., weights_only=True)``."""
     banned_modules = {"pickle", "cPickle", "dill", "joblib", "shelve", "marshal"}
     bad = []
     for m, p in all_modules().items():
@@ -239,13 +250,20 @@ def test_no_pickle_anywhere() -> None:
         for imp in imports_of(m, p):
             if imp.target.split(".")[0] in banned_modules:
                 bad.append(f"{p.name}:{imp.line} imports {imp.target}")
+        allowed_loads: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                if m == TORCH_LOAD_MODULE and _weights_only_load(node):
+                    allowed_loads.add(id(node.func))
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Attribute)
                 and node.attr in ("load", "save")
                 and ast.unparse(node.value) == "torch"
+                and id(node) not in allowed_loads
             ):
-                bad.append(f"{p.name}:{node.lineno} uses torch.{node.attr}")
+                why = "" if node.attr == "save" else f" (only in {TORCH_LOAD_MODULE}, with weights_only=True)"
+                bad.append(f"{p.name}:{node.lineno} uses torch.{node.attr}{why}")
             if isinstance(node, ast.keyword) and node.arg == "allow_pickle":
                 if not (isinstance(node.value, ast.Constant) and node.value.value is False):
                     bad.append(f"{p.name}:{node.lineno} allow_pickle is not False")
@@ -314,3 +332,18 @@ def test_find_cycle_detects_a_cycle() -> None:
 )
 def test_modules_get_their_folder(module: str, area: str) -> None:
     assert area_of(module) == area
+
+
+def test_weights_only_rule_checker() -> None:
+    """The torch.load rule accepts only the literal weights_only=True form."""
+
+    def call(src: str) -> ast.Call:
+        node = ast.parse(src).body[0]
+        assert isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+        return node.value
+
+    assert _weights_only_load(call("torch.load(p, weights_only=True, map_location='cpu')"))
+    assert not _weights_only_load(call("torch.load(p)"))
+    assert not _weights_only_load(call("torch.load(p, weights_only=False)"))
+    assert not _weights_only_load(call("torch.load(p, weights_only=flag)"))
+    assert not _weights_only_load(call("torch.load(p, weights_only=True, **kw)"))
