@@ -1,6 +1,7 @@
 """The Python API of pnc: one function per command (docs/api.md)."""
 
 from .branches import load_cloned
+from .cards import model_card
 from .cloning import clone, search
 from .deltas import apply_delta, read_delta_info, remove_delta
 from .models import evaluate_model, file_info, import_model, list_archs, predict_images, train_model
@@ -18,6 +19,7 @@ __all__ = [
     "remove_delta",
     "evaluate_model",
     "file_info",
+    "model_card",
     "import_model",
     "list_archs",
     "predict_images",

@@ -18,6 +18,8 @@ from ..core.config import TrainConfig
 from ..core.device import autocast, resolve_device, seed_everything
 from ..core.errors import CheckpointError, DataError, UsageError
 from ..core.progress import Progress
+from ..core.provenance import data_fingerprint
+from ..core.provenance import read as read_provenance
 from ..core.trust import no_user_code, trusted_archs
 from ..core.version import __version__
 from ..io.data import (
@@ -177,7 +179,16 @@ def _train(
     }
     spec = ModelSpec(arch, spec.classes, channels, size, spec.arch_kwargs, mean, std, training)
     net.to("cpu")
-    sha = save_model(out, net, spec, force=force)
+    options = {
+        "arch": arch,
+        "arch_kwargs": spec.arch_kwargs,
+        "input_size": size,
+        "fraction": fraction,
+        "split_seed": split_seed,
+        "config": config.to_dict(),
+    }
+    fingerprint = data_fingerprint(train.images, train.labels, train.identity)
+    sha = save_model(out, net, spec, force=force, provenance={"options": options, "data": fingerprint})
     return {
         "output": str(out),
         "arch": arch,
@@ -340,6 +351,8 @@ def _file_info(path: str | Path) -> dict[str, Any]:
         "format_version": meta.get("pnc.format_version"),
         "writer": meta.get("pnc.writer"),
         "sha256": meta.get("pnc.sha256"),
+        "content_sha256": meta.get("pnc.sha256"),
+        "file_sha256": file_sha256(path),
         "num_tensors": len(header),
         "num_params": _num_params(header, meta, path),
         "num_values": num_values,
@@ -359,6 +372,7 @@ def _file_info(path: str | Path) -> dict[str, Any]:
         info.setdefault("arch", meta.get("pnc.arch"))
         info.setdefault("classes", None)
     info.update(_kind_summary(info["kind"], meta))
+    info["provenance"] = read_provenance(meta)
     shown = {
         "pnc.arch",
         "pnc.arch_kwargs",
@@ -372,6 +386,7 @@ def _file_info(path: str | Path) -> dict[str, Any]:
         "pnc.sha256",
         "pnc.deltas",
         "pnc.target_metadata",
+        "pnc.provenance",
     }
     info["metadata"] = {
         k: v

@@ -117,14 +117,26 @@ def info(
         Path,
         typer.Argument(help="A pnc file: model, cloned model, delta, surrogate or search; - reads stdin."),
     ],
+    card: Annotated[
+        bool, typer.Option("--card", help="Print a markdown model card (model, delta or cloned file).")
+    ] = False,
 ) -> None:
-    """Show a file's header (reads no tensors)."""
+    """Show a file's header (reads no tensors); --card: a markdown model card."""
     from .. import api
 
-    doc = api.file_info(run.input(file))
+    path = run.input(file)
+    if card:
+        run.emit({"path": str(file), "card": api.model_card(path)}, lambda d: typer.echo(d["card"], nl=False))
+        return
+    doc = api.file_info(path)
 
     def render(doc: dict[str, Any]) -> None:
-        pairs = [(k, v) for k, v in doc.items() if k != "metadata" and v is not None]
+        labels = {"sha256": "content sha256 (tensors)", "file_sha256": "file sha256 (bytes)"}
+        pairs = [
+            (labels.get(k, k), v)
+            for k, v in doc.items()
+            if k not in ("metadata", "content_sha256") and v is not None
+        ]
         pairs += [(k, v) for k, v in doc["metadata"].items()]
         console.key_values(str(file), pairs)
 

@@ -92,9 +92,10 @@ def to_json(doc: Mapping[str, Any]) -> str:
 def with_provenance(
     metadata: Mapping[str, str], provenance: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
-    """``metadata`` plus ``pnc.provenance`` (kept as is when already there: copied files keep their own)."""
+    """``metadata`` plus ``pnc.provenance`` on pnc files (those with ``pnc.*`` keys); one already there
+    is kept as it is (copied files keep their own)."""
     out = dict(metadata)
-    if KEY_PROVENANCE not in out:
+    if KEY_PROVENANCE not in out and any(k.startswith("pnc.") for k in out):
         out[KEY_PROVENANCE] = to_json(record(**dict(provenance or {})))
     return out
 

@@ -6,6 +6,7 @@ the ``Network`` class and the builder protocol, ``architectures.py`` the builder
 """
 
 from . import architectures as _architectures  # noqa: F401  (registers the built-in architectures)
+from . import ecosystem as _ecosystem  # noqa: F401  (registers the torchvision: and timm: names)
 from .network import Network, build_network
 from .registry import ArchInfo, Built, get_architecture, list_architectures, register_architecture
 

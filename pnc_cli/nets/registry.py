@@ -36,6 +36,13 @@ class ArchInfo:
 
 
 _REGISTRY: dict[str, ArchInfo] = {}
+_NAMESPACES: dict[str, Callable[[str], ArchInfo]] = {}
+
+
+def register_namespace(prefix: str, resolver: Callable[[str], ArchInfo]) -> None:
+    """Names ``prefix:NAME`` are resolved by ``resolver`` (nets/ecosystem.py: ``torchvision:``, ``timm:``),
+    never imported as a custom ``package.module:function``."""
+    _NAMESPACES[prefix] = resolver
 
 
 def register_architecture(
@@ -60,6 +67,9 @@ def get_architecture(name: str) -> ArchInfo:
     """Look up a registered name, or import a custom ``package.module:function``."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    prefix, sep, _ = name.partition(":")
+    if sep and prefix in _NAMESPACES:
+        return _NAMESPACES[prefix](name)
     if ":" in name:
         return _custom_architecture(name)
     known = ", ".join(sorted(_REGISTRY))
@@ -73,7 +83,7 @@ _CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[
 
 def is_custom(name: str) -> bool:
     """Whether ``name`` is a custom ``package.module:function`` (not a registered architecture)."""
-    return name not in _REGISTRY and ":" in name
+    return name not in _REGISTRY and ":" in name and name.partition(":")[0] not in _NAMESPACES
 
 
 def _custom_architecture(name: str) -> ArchInfo:

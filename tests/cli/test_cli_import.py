@@ -165,7 +165,7 @@ def test_warns_without_normalisation(run_cli, in_tmp: Path, weights) -> None:
 
 
 def test_arch_arg_reaches_the_builder(run_cli, in_tmp: Path) -> None:
-    from pnc_cli.nets.architectures import build_network
+    from pnc_cli.nets import build_network
 
     net = build_network("plaincnn", num_classes=3, in_channels=1, input_size=16, arch_kwargs={"width": 4})
     torch.save(net.model.state_dict(), "w.pt")
