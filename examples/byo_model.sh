@@ -39,7 +39,7 @@ EOF
 echo "== 1. import it: the state dict is found in the checkpoint; standard stem (--arch-arg small_input=false)"
 pnc import resnet18.pth --arch torchvision:resnet18 --arch-arg small_input=false --input-size 32 \
     --classes 0-4 --mean 0.5 --std 0.25 -o target.safetensors --force --quiet
-pnc info target.safetensors --card | head -n 12
+pnc info target.safetensors --card
 
 echo "== 2. a source for digits 5-9 (any architecture with the same input: 3x32x32)"
 pnc train --arch tiny_resnet --data rgb.npz --classes 5-9 --input-size 32 --epochs 3 --lr 0.01 \
