@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ..core.version import __version__
-from . import _console, clone, deltas, models, rank, surrogate
+from . import _console, clone, deltas, export, models, rank, surrogate
 from ._common import OneLineErrorGroup
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ surrogate.register(app)
 clone.register(app)
 deltas.register(app)
 rank.register(app)
+export.register(app)
 
 
 def main() -> None:
