@@ -40,6 +40,9 @@ OPSET = 17
 class Normalized(nn.Module):
     """A classifier on images in [0, 1]: per-channel normalisation (buffers), then the model."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.model = model
@@ -50,23 +53,11 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-class WithTarget(nn.Module):
-    """A cloned model whose target network is a registered child (so it is traced as parameters)."""
-
-    def __init__(self, cloned: nn.Module, target: nn.Module) -> None:
-        super().__init__()
-        self.cloned = cloned
-        self.target = target
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cloned(x)
-
-
 def runnable(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The model or cloned model in a file as one eval-mode ``nn.Module`` on images in [0, 1]."""
     if file_kind(path) == KIND_CLONED:
         cloned, spec, _ = load_cloned(path)
-        module: nn.Module = WithTarget(cloned, cloned.target.model)
+        module: nn.Module = cloned  # the target network is a child: traced as parameters
         classes = list(cloned.classes)
         kind = "cloned"
     else:
@@ -130,7 +121,7 @@ def _onnx(module: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> byt
         torch.onnx.export(
             module,
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]  # file-like objects are accepted
             dynamo=False,
             input_names=["images"],
             output_names=["logits"],

@@ -32,7 +32,7 @@ from ..io.model_file import ModelSpec
 from ..io.safetensors_io import atomic_write_bytes, check_output
 from ..method.cloned_model import ClonedModel
 from .branches import branch_from_delta, cloned_from_file
-from .deltas import _check_fits, _find_source, load_base, materialize
+from .deltas import _check_fits, _check_lifo, _check_reads, _find_source, load_base, materialize
 
 
 class PncModel(nn.Module):
@@ -43,8 +43,7 @@ class PncModel(nn.Module):
         self._file = load_base(path)
         self._path = str(path)
         cloned, spec = cloned_from_file(self._file, path)
-        self.cloned: ClonedModel = cloned
-        self.target: nn.Module = cloned.target.model  # a registered child: state_dict, .to, .double see it
+        self.cloned: ClonedModel = cloned  # holds the target network as a child (``cloned.target_model``)
         self.spec: ModelSpec = spec
         self._freeze()
 
@@ -64,6 +63,11 @@ class PncModel(nn.Module):
             p.requires_grad_(False)
 
     # --- what it is ------------------------------------------------------------------------------
+
+    @property
+    def target(self) -> nn.Module:
+        """The target network (a registered child: ``state_dict``, ``.to``, ``.double`` include it)."""
+        return self.cloned.target_model
 
     @property
     def classes(self) -> list[str]:
@@ -98,10 +102,13 @@ class PncModel(nn.Module):
         where = str(delta) if not isinstance(delta, DeltaFile) else f"delta {delta.name}"
         d = delta if isinstance(delta, DeltaFile) else read_delta(delta)
         _check_fits(d, where, self.target_sha256, self._path, set(self.deltas), self.classes)
+        _check_reads(d, where, self._file.deltas)
         if d.mode == "online":
             found = _find_source(str(d.info["source"]["sha256"]), [source] if source else [], {})
             if found is None:
-                raise UsageError(f"online delta {d.name} needs its source model file: add_delta(..., source=PATH)")
+                raise UsageError(
+                    f"online delta {d.name} needs its source model file: add_delta(..., source=PATH)"
+                )
             d = materialize(d, found)
         branch = branch_from_delta(d)
         ref = next(self.target.parameters(), None)
@@ -114,15 +121,16 @@ class PncModel(nn.Module):
         return d.name
 
     def delete_delta(self, name: str) -> None:
-        """Remove the delta ``name``; the outputs of the others keep their order."""
+        """Remove the delta ``name`` (a joint-head delta above it must go first: ``IncompatibleError``)."""
         if name not in self.deltas:
             raise UsageError(f"no delta named {name!r}; this model has: {', '.join(self.deltas) or 'none'}")
+        _check_lifo(self._file.deltas, [name], self._path)
         del self.cloned.branches[name]
         self._file = replace(self._file, deltas=[d for d in self._file.deltas if d.name != name])
 
     def unload(self) -> PncModel:
         """Remove every delta and return this model, now exactly the target (same logits, same tensors)."""
-        for name in self.deltas:
+        for name in reversed(self.deltas):  # last in, first out (joint heads read the deltas below)
             self.delete_delta(name)
         return self
 

@@ -1,3 +1,6 @@
+# Third-party models: torch types every submodule attribute as ``Tensor | Module`` (``__getattr__``),
+# so attribute access on torchvision/timm models needs these codes off in this file only.
+# mypy: disable-error-code="union-attr,operator,list-item,assignment,arg-type,index"
 """Architectures by their ecosystem names: ``torchvision:<name>`` and ``timm:<name>`` (docs/architectures.md).
 
 Layer L1 (torch, torchvision; timm when installed). These names are handled by the registry, not
@@ -208,9 +211,7 @@ def _tv_split(model: nn.Module, in_channels: int, small: bool) -> Built:
             m.conv_proj = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride)
         layers = list(m.encoder.layers)
         groups = [layers[i * len(layers) // 4 : (i + 1) * len(layers) // 4] for i in range(4)]
-        blocks = (
-            [TokensIn(m)] + [TokenLayers(g) for g in groups[:-1]] + [TokenLayers(groups[-1], m.encoder.ln)]
-        )
+        blocks = [TokensIn(m), *(TokenLayers(g) for g in groups[:-1]), TokenLayers(groups[-1], m.encoder.ln)]
         pre, fc = _head(m.heads)
         return _finish(m, blocks, pre, fc)
     # "features" families and ConvNeXt
