@@ -3,8 +3,8 @@
     python examples/api_example.py [WORKDIR]
 
 Trains a target (digits 0-4) and a source (digits 5-9), clones the source's class 5 into the target
-as a delta, applies it, runs the cloned model, then removes the delta and checks that the restored
-file is the original target, byte for byte. docs/api.md explains each call; tests/e2e/test_api_example.py
+as a delta, applies it, runs the cloned model as one ``torch.nn.Module`` (``pnc_cli.load``), then
+removes the delta and checks that the restored file is the original target, byte for byte. docs/api.md explains each call; tests/e2e/test_api_example.py
 runs this script.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+import pnc_cli
 from pnc_cli import api
 from pnc_cli.core.config import CloneConfig, TrainConfig
 
@@ -65,12 +66,17 @@ def main(workdir: Path) -> None:
     doc = api.apply_delta(target=target, deltas=[delta], output=cloned, force=True)
     print(f"applied → {cloned.name}: classes {','.join(doc['classes'])}")
 
-    # 4. run the cloned model: logits over the target's classes followed by the cloned ones
-    model, spec, _ = api.load_cloned(cloned)
-    images = torch.rand(2, spec.in_channels, spec.input_size, spec.input_size)  # images in [0, 1]
+    # 4. in Python the cloned model is one torch.nn.Module: the target (a real child) plus the delta;
+    #    images in [0, 1], normalisation inside; deltas can be added and removed in memory
+    model = pnc_cli.load(target, deltas=[delta])
+    images = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(images)
-    print(f"cloned model: {logits.shape[1]} outputs for classes {model.classes}")
+        same = torch.equal(logits, pnc_cli.load(cloned)(images))
+    print(f"cloned model: {logits.shape[1]} outputs for classes {model.classes}; same as the file: {same}")
+    with torch.no_grad():
+        exact = torch.equal(model.unload()(images), pnc_cli.load(target)(images))
+    print(f"unload(): deltas {model.deltas}, classes {model.classes}, exactly the target: {exact}")
 
     # 5. remove it again: the restored file is the original target, byte for byte
     doc = api.remove_delta(cloned=cloned, output=restored, force=True)

@@ -22,7 +22,7 @@ from pnc_cli.core.errors import RuntimeFailure
 COMMON = {"--json", "--quiet", "--log-file", "--debug"}
 # commands that compute with torch take --device; those that draw random numbers take --seed
 USES_DEVICE = {"train", "eval", "predict", "surrogate", "clone", "search", "rank-sources"}
-USES_SEED = {"train", "surrogate", "clone", "search", "rank-sources"}
+USES_SEED = {"train", "surrogate", "clone", "search", "rank-sources", "export"}
 
 
 def _one_error_line(stderr: str, *needles: str) -> None:

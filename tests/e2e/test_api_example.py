@@ -22,7 +22,8 @@ def test_api_example_script_runs(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "cloned model: 6 outputs" in proc.stdout
+    assert proc.stdout == documented_output(), "docs/api.md shows other output than the script prints"
+    assert "cloned model: 6 outputs" in proc.stdout and "exactly the target: True" in proc.stdout
     assert "identical to the original target: True" in proc.stdout
     assert (tmp_path / "restored.safetensors").read_bytes() == (tmp_path / "target.safetensors").read_bytes()
 
@@ -32,3 +33,10 @@ def test_docs_show_the_example_script() -> None:
     body = EXAMPLE.read_text()
     main = body[body.index("def main") : body.index('if __name__ == "__main__":')].strip()
     assert main in DOC.read_text()
+
+
+def documented_output() -> str:
+    """The block after "Its output" in docs/api.md."""
+    doc = DOC.read_text()
+    start = doc.index("```\n", doc.index("Its output")) + 4
+    return doc[start : doc.index("```", start)]
