@@ -46,8 +46,10 @@ pnc train --arch tiny_resnet --data rgb.npz --classes 5-9 --input-size 32 --epoc
     -o source.safetensors --force --quiet
 
 echo "== 3. clone class 5 into the resnet18 after block 3; apply; eval; remove"
+# (an append head at one position for one epoch keeps this quick on a CPU; the default joint head
+#  searches source spans and poolings, a few minutes for a resnet18 on a CPU)
 pnc clone --source source.safetensors --target target.safetensors --classes 5 --data rgb.npz \
-    --target-data rgb.npz --position 3 --epochs 1 -o delta.safetensors --force --quiet
+    --target-data rgb.npz --head append --position 3 --epochs 1 -o delta.safetensors --force --quiet
 pnc apply --target target.safetensors --delta delta.safetensors -o cloned.safetensors --force --quiet
 pnc eval --model cloned.safetensors --data rgb.npz --classes 0-5 --json > eval.json
 "$PY" -c 'import json; d = json.load(open("eval.json")); print("cloned resnet18: Ori %.3f Tar %.3f locality %.3f" % (d["ori_acc"], d["tar_acc"], d["locality"]))'
@@ -63,7 +65,7 @@ torch.save(timm.create_model("resnet18", pretrained=False, num_classes=5).state_
     pnc import timm_resnet18.pth --arch timm:resnet18 --input-size 32 --classes 0-4 --mean 0.5 --std 0.25 \
         -o timm_target.safetensors --force --quiet
     pnc clone --source source.safetensors --target timm_target.safetensors --classes 5 --data rgb.npz \
-        --target-data rgb.npz --position 3 --epochs 1 -o timm_delta.safetensors --force --quiet
+        --target-data rgb.npz --head append --position 3 --epochs 1 -o timm_delta.safetensors --force --quiet
     pnc apply --target timm_target.safetensors --delta timm_delta.safetensors -o timm_cloned.safetensors --force --quiet
     pnc eval --model timm_cloned.safetensors --data rgb.npz --classes 0-5 --json > timm_eval.json
     pnc remove timm_cloned.safetensors --all -o timm_restored.safetensors --force --quiet

@@ -105,7 +105,9 @@ def list_archs(run: Run) -> None:
                 for a in doc["architectures"]
             ],
         )
-        console.note("custom: --arch package.module:function (docs/architectures.md)")
+        console.note(
+            "also: --arch torchvision:NAME, timm:NAME, or a custom package.module:function (docs/architectures.md)"
+        )
 
     run.emit({"architectures": api.list_archs()}, render)
 

@@ -67,9 +67,12 @@ def get_architecture(name: str) -> ArchInfo:
     """Look up a registered name, or import a custom ``package.module:function``."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    prefix, sep, _ = name.partition(":")
+    prefix, sep, rest = name.partition(":")
     if sep and prefix in _NAMESPACES:
         return _NAMESPACES[prefix](name)
+    library = prefix.split(".")[0]
+    if sep and library in _NAMESPACES:  # torchvision.models:resnet18 is not a pnc builder
+        raise UnknownArchitectureError(f"architecture {name!r}: write it {library}:{rest} (docs/architectures.md)")
     if ":" in name:
         return _custom_architecture(name)
     known = ", ".join(sorted(_REGISTRY))

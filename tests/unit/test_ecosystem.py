@@ -100,6 +100,7 @@ def test_weights_are_never_fetched(bad: str) -> None:
         ("torchvision:resnet19", "did you mean"),
         ("torchvision:os.system", "not a torchvision classification model"),
         ("torchvision:", "not a torchvision classification model"),
+        ("torchvision.models:resnet18", "write it torchvision:resnet18"),
     ],
 )
 def test_unknown_names(name: str, needle: str) -> None:
