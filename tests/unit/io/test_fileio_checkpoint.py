@@ -174,8 +174,12 @@ def test_model_metadata_keys(tiny_target: Path) -> None:
         "pnc.normalization",
         "pnc.training",
         "pnc.seal",
+        "pnc.provenance",
     }
     assert meta["format"] == "pt" and meta["pnc.kind"] == "model" and meta["pnc.format_version"] == "2"
+    prov = json.loads(meta["pnc.provenance"])  # core/provenance.py: options and data actually used
+    assert prov["options"]["arch"] == "tiny_cnn" and prov["data"]["data"] == "digits"
+    assert len(prov["data"]["content_sha256"]) == 64 and prov["pnc_version"] and prov["torch_version"]
     assert json.loads(meta["pnc.classes"]) == ["0", "1", "2", "3", "4"]
     assert json.loads(meta["pnc.input"]) == {"channels": 1, "size": 16}
     training = json.loads(meta["pnc.training"])
