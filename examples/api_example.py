@@ -4,7 +4,8 @@
 
 Trains a target (digits 0-4) and a source (digits 5-9), clones the source's class 5 into the target
 as a delta, applies it, runs the cloned model as one ``torch.nn.Module`` (``pnc_cli.load``), then
-removes the delta and checks that the restored file is the original target, byte for byte. docs/api.md explains each call; tests/e2e/test_api_example.py
+removes the delta and checks that the restored file is the original target, byte for byte.
+docs/api.md explains each call; tests/e2e/test_api_example.py
 runs this script.
 """
 

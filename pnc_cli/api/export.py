@@ -108,7 +108,8 @@ def _need_onnx() -> None:
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise UsageError(
-            f"--format onnx needs {' and '.join(missing)}, not installed; pip install 'pnc-cli[onnx]'"
+            f"format onnx needs {' and '.join(missing)}, not installed; pip install 'pnc-cli[onnx]'",
+            options=("format",),
         )
 
 
@@ -194,7 +195,8 @@ def export_model(
     limit = tolerance * max(1.0, float(expected.abs().max()))
     if not diff <= limit:
         raise VerificationError(
-            f"{model}: the {format} export differs from PyTorch by {diff:.3g} (limit {limit:.3g}); nothing written"
+            f"{model}: the {format} export differs from PyTorch by {diff:.3g} (limit {limit:.3g}); "
+            "nothing written"
         )
     atomic_write_bytes(out, data, force=force)
     return {

@@ -470,7 +470,7 @@ def pnc_version() -> str:
 
 
 def read_classes_file(path: str | Path) -> list[str]:
-    """Class names from a text file, one a line in output order (blank lines and surrounding spaces ignored)."""
+    """Class names from a text file, one a line in output order (blank lines and spaces around ignored)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

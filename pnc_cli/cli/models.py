@@ -106,7 +106,8 @@ def list_archs(run: Run) -> None:
             ],
         )
         console.note(
-            "also: --arch torchvision:NAME, timm:NAME, or a custom package.module:function (docs/architectures.md)"
+            "also: --arch torchvision:NAME, timm:NAME, or a custom package.module:function "
+            "(docs/architectures.md)"
         )
 
     run.emit({"architectures": api.list_archs()}, render)
@@ -393,7 +394,8 @@ def import_model(
                 ("arch args", doc["arch_kwargs"] or "-"),
                 (
                     "classes",
-                    f"{len(doc['classes'])}: {', '.join(doc['classes'][:10])}{' …' if len(doc['classes']) > 10 else ''}",
+                    f"{len(doc['classes'])}: {', '.join(doc['classes'][:10])}"
+                    + (" …" if len(doc["classes"]) > 10 else ""),
                 ),
                 ("input", f"{doc['input']['channels']}×{doc['input']['size']}×{doc['input']['size']}"),
                 ("normalisation", f"mean {doc['normalization']['mean']} std {doc['normalization']['std']}"),

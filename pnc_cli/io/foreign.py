@@ -1,4 +1,4 @@
-"""Reading checkpoints written by other tools: ``.safetensors`` and PyTorch's ``.pt/.pth/.bin`` (for ``pnc import``).
+"""Checkpoints written by other tools: ``.safetensors`` and PyTorch's ``.pt/.pth/.bin`` (``pnc import``).
 
 Layer L1 (torch). This is the only module of pnc that calls ``torch.load``, and it always passes
 ``weights_only=True``: PyTorch's restricted unpickler, which builds tensors, dicts, lists and numbers
@@ -64,7 +64,8 @@ def _refusal(path: Path, exc: Exception) -> str:
             "or safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')"
         )
     return (
-        f"{path}: refused: not a plain PyTorch weights file ({text.split('. ')[0][:160]}); re-save the state dict with "
+        f"{path}: refused: not a plain PyTorch weights file ({text.split('. ')[0][:160]}); "
+        "re-save the state dict with "
         "torch.save(model.state_dict(), 'weights.pth')"
     )
 
@@ -81,9 +82,13 @@ def _select(obj: Any, path: Path, key: str | None) -> tuple[dict[str, torch.Tens
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             keys = ", ".join(sorted(str(k) for k in obj)[:8]) if isinstance(obj, Mapping) else "none"
-            raise UsageError(f"{path}: has no entry {key!r} (top-level entries: {keys}); fix --key")
+            raise UsageError(
+                f"{path}: has no entry {key!r} (top-level entries: {keys}); fix key", options=("key",)
+            )
         if not _is_state_dict(obj[key]):
-            raise CheckpointError(f"{path}: entry {key!r} is not a state dict (names → tensors); fix --key")
+            raise CheckpointError(
+                f"{path}: entry {key!r} is not a state dict (names → tensors); fix key", options=("key",)
+            )
         return dict(obj[key]), key
     if _is_state_dict(obj):
         return dict(obj), None
@@ -93,15 +98,18 @@ def _select(obj: Any, path: Path, key: str | None) -> tuple[dict[str, torch.Tens
             return dict(obj[found[0]]), found[0]
         if len(found) > 1:
             raise UsageError(
-                f"{path}: several entries hold state dicts ({', '.join(found)}); choose one with --key"
+                f"{path}: several entries hold state dicts ({', '.join(found)}); choose one with key",
+                options=("key",),
             )
         keys = ", ".join(sorted(str(k) for k in obj)[:8])
         raise CheckpointError(
-            f"{path}: no state dict found (top-level entries: {keys}); pass --key or re-save "
-            "torch.save(model.state_dict(), 'weights.pth')"
+            f"{path}: no state dict found (top-level entries: {keys}); pass key or re-save "
+            "torch.save(model.state_dict(), 'weights.pth')",
+            options=("key",),
         )
     raise CheckpointError(
-        f"{path}: holds a {type(obj).__name__}, not a state dict; re-save torch.save(model.state_dict(), 'weights.pth')"
+        f"{path}: holds a {type(obj).__name__}, not a state dict; "
+        "re-save torch.save(model.state_dict(), 'weights.pth')"
     )
 
 
@@ -118,10 +126,15 @@ def _strip(
     if prefix == "":
         return tensors, None
     if not any(k.startswith(prefix) for k in tensors):
-        raise UsageError(f"{path}: no tensor name starts with {prefix!r}; fix --strip-prefix")
+        raise UsageError(
+            f"{path}: no tensor name starts with {prefix!r}; fix strip_prefix", options=("strip_prefix",)
+        )
     out = {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in tensors.items()}
     if len(out) != len(tensors):
-        raise UsageError(f"{path}: stripping {prefix!r} makes two tensor names equal; fix --strip-prefix")
+        raise UsageError(
+            f"{path}: stripping {prefix!r} makes two tensor names equal; fix strip_prefix",
+            options=("strip_prefix",),
+        )
     return out, prefix
 
 
@@ -150,7 +163,8 @@ def read_foreign_checkpoint(
         tensors, meta = read_safetensors(p)
         if key is not None:
             raise UsageError(
-                f"{p}: --key applies to .pt/.pth/.bin checkpoints; a safetensors file is one state dict"
+                f"{p}: key applies to .pt/.pth/.bin checkpoints; a safetensors file is one state dict",
+                options=("key",),
             )
         if not tensors:
             raise CheckpointError(f"{p}: holds no tensors")

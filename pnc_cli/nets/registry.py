@@ -72,7 +72,9 @@ def get_architecture(name: str) -> ArchInfo:
         return _NAMESPACES[prefix](name)
     library = prefix.split(".")[0]
     if sep and library in _NAMESPACES:  # torchvision.models:resnet18 is not a pnc builder
-        raise UnknownArchitectureError(f"architecture {name!r}: write it {library}:{rest} (docs/architectures.md)")
+        raise UnknownArchitectureError(
+            f"architecture {name!r}: write it {library}:{rest} (docs/architectures.md)"
+        )
     if ":" in name:
         return _custom_architecture(name)
     known = ", ".join(sorted(_REGISTRY))

@@ -234,7 +234,7 @@ TORCH_LOAD_MODULE = "pnc_cli.io.foreign"  # pnc import: the one reader of pickle
 
 
 def _weights_only_load(node: ast.Call) -> bool:
-    """``torch.load(..., weights_only=True, ...)`` with the literal True (no **kwargs that could override it)."""
+    """``torch.load(..., weights_only=True, ...)``, the literal True (no **kwargs that could override it)."""
     kws = {k.arg: k.value for k in node.keywords}
     flag = kws.get("weights_only")
     return None not in kws and isinstance(flag, ast.Constant) and flag.value is True

@@ -113,7 +113,7 @@ def test_save_writes_cloned_and_original_target(env: SimpleNamespace, tmp_path: 
     assert torch.equal(_logits(pnc_cli.load(tmp_path / "c.safetensors"), env.x), _logits(model, env.x))
     model.unload().save(tmp_path / "t.safetensors")
     assert (tmp_path / "t.safetensors").read_bytes() == env.target.read_bytes()
-    with pytest.raises(UsageError, match="--force"):
+    with pytest.raises(UsageError, match="exists"):
         model.save(tmp_path / "t.safetensors")
 
 
