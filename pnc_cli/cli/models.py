@@ -134,12 +134,8 @@ def info(
     doc = api.file_info(path)
 
     def render(doc: dict[str, Any]) -> None:
-        labels = {"sha256": "content sha256 (tensors)", "file_sha256": "file sha256 (bytes)"}
-        pairs = [
-            (labels.get(k, k), v)
-            for k, v in doc.items()
-            if k not in ("metadata", "content_sha256") and v is not None
-        ]
+        # hashes are labelled by their keys: sha256 = content_sha256 (tensors), file_sha256 (bytes)
+        pairs = [(k, v) for k, v in doc.items() if k != "metadata" and v is not None]
         pairs += [(k, v) for k, v in doc["metadata"].items()]
         console.key_values(str(file), pairs)
 
