@@ -107,6 +107,6 @@ def read(metadata: Mapping[str, str]) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # malformed or nested past the parser's depth: no provenance
         return None
     return doc if isinstance(doc, dict) else None
