@@ -248,16 +248,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for head, marker in (("joint", "o-"), ("append", "s--")):
-        pts = []
-        for b in [*BUDGETS, "online"]:
-            sel = [r for r in rows if r["head"] == head and r["budget"] == b]
-            pts.append(
-                (np.mean([r["extra_ratio"] for r in sel]), 100 * np.mean([r["avg_acc"] for r in sel]), str(b))
+    for head, marker, colour in (("joint", "o", "C0"), ("append", "s", "C1")):
+
+        def point(budget: object, head: str = head) -> tuple[float, float]:
+            sel = [r for r in rows if r["head"] == head and r["budget"] == budget]
+            return float(np.mean([r["extra_ratio"] for r in sel])), float(
+                100 * np.mean([r["avg_acc"] for r in sel])
             )
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker, label=f"{head} head")
-        for x, y, b in pts:
+
+        pts = [(*point(b), str(b)) for b in BUDGETS]  # offline deltas: one line over the budgets
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker + "-", color=colour, label=f"{head} head")
+        ox, oy = point("online")  # online (--link-source): stores no source weights, a point of its own
+        ax.plot([ox], [oy], marker, color=colour, mfc="none", label=f"{head} head, online")
+        for x, y, b in [*pts, (ox, oy, "online")]:
             ax.annotate(b, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("extra params (× target)")

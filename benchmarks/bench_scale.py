@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -43,6 +44,11 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+
+
+def cores() -> int:
+    """The cores this process may run on (``taskset`` / cgroup affinity), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _free_port() -> int:
@@ -66,7 +72,7 @@ def run(args: list[str], *, procs: int = 1) -> dict[str, Any]:
         cmd = [PY, "-m", "pnc_cli", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if procs > 1:  # the same cores shared between the processes, not oversubscribed
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
+        env["OMP_NUM_THREADS"] = str(max(1, cores() // procs))
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
     chunks: dict[str, str] = {}
@@ -321,7 +327,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--masks", type=int, default=100)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--clone-flags", nargs="*", default=[], help="extra pnc clone flags (e.g. --workers 2)")
+    p.add_argument(
+        "--clone-flags",
+        type=shlex.split,
+        default=[],
+        help='extra pnc clone flags as one quoted string, e.g. --clone-flags "--workers 2"',
+    )
     p.add_argument("--quick", action="store_true", help="sizes 1000 2000; 20 samples for the surrogate")
     a = p.parse_args(argv)
     if a.quick:
@@ -342,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         models["source"] = train(
             "resnet18", npz, "5-9", a.out / "resnet18-5-9.safetensors", a.device, a.epochs, a.fraction
         )
-    print(f"## Scale benchmark ({a.device}, {os.cpu_count()} cores, torch {torch.__version__})\n")
+    print(f"## Scale benchmark ({a.device}, {cores()} cores, torch {torch.__version__})\n")
     sections = {
         "clone": ("resnet18 → resnet18, one class, full search", lambda: part_clone(a, models, npz)),
         "sweep": ("Time and peak memory against the number of images", lambda: part_sweep(a, a.device)),

@@ -63,15 +63,24 @@ class Runtime:
 
 
 _runtime = Runtime()
+_TF32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # torch's defaults
 
 
 def configure(*, workers: int | None = None, precision: str | None = None) -> Runtime:
-    """Set the runtime settings of this process (unset ones keep their value); returns them."""
+    """Set the runtime settings of this process (unset ones keep their value); returns them.
+
+    ``fp32`` means IEEE float32 on a GPU too: TensorFloat-32 matrix products and convolutions (which
+    round the inputs to 10 mantissa bits on Ampere and later) are turned off while it is set, and
+    torch's defaults come back with any other precision.
+    """
     global _runtime
     _runtime = Runtime(
         _runtime.workers if workers is None else workers,
         _runtime.precision if precision is None else precision,
     )
+    fp32 = _runtime.precision == "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = False if fp32 else _TF32[0]
+    torch.backends.cudnn.allow_tf32 = False if fp32 else _TF32[1]
     return _runtime
 
 
