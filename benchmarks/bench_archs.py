@@ -4,11 +4,12 @@ Per seed, on mnist5k: one lenet5 target (0-4, 5 epochs) and three sources of 5-9
 plaincnn (5 epochs) and resnet18 (small stem, 28 px input, 2 epochs on half of the 5-9 train split —
 a full resnet18 is too slow for a 2-core CPU budget). Each is ranked by ``pnc_cli.api.rank_sources``
 (SurrogateConfig samples=50, masks=50, same seed) and cloned into the target (class "5", 30 % data,
-position auto, 10 epochs per position; the resnet18 source at the target's last position R_t = 2
-(source cut R_s = ceil(2·5/3) = 4, i.e. the branch is resnet18's last stage) with 3 epochs: a
-position search through a 28-px resnet18 takes > 5 min per clone on one CPU thread; the source's
-local model set G on 50 samples × 50 masks for all three). Reports source accuracy (its own 5-9 test
-split), Ori/Tar/Avg Acc, the rank score, extra params, and whether the top-ranked source gives the best clone.
+position auto, with the default joint head (closed form, every source span from the input: one forward
+pass of each network, no epochs); ``--resnet-position 2 --head append`` gives the append head's older
+setting for the resnet18 source (R_t = 2, 3 epochs: its position search takes > 5 min per clone on one
+CPU thread); the source's local model set G on 50 samples × 50 masks for all three). Reports source
+accuracy (its own 5-9 test split), Ori/Tar/Avg Acc, the rank score, extra params, and whether the
+top-ranked source gives the best clone.
 Bases are cached in bench-out/seed-bases/. Plot: docs/img/seed-archs.png.
 
     python benchmarks/bench_archs.py --seeds 0 1 2
@@ -105,9 +106,10 @@ def main() -> None:
     ap.add_argument("--resnet-clone-epochs", type=int, default=3, help="clone epochs, resnet18 source")
     ap.add_argument(
         "--resnet-position",
-        default="2",
-        help="target position for the resnet18 source ('auto' searches all 3)",
+        default="auto",
+        help="target position for the resnet18 source (an integer needs --head append)",
     )
+    ap.add_argument("--head", choices=["joint", "append"], default="joint", help="the clone head")
     ap.add_argument("--out", type=Path, default=Path("bench-out/seed-archs.json"))
     ap.add_argument("--img", type=Path, default=Path("docs/img/seed-archs.png"))
     args = ap.parse_args()
@@ -162,6 +164,7 @@ def main() -> None:
                 out=work / f"delta-{a}-s{seed}.safetensors",
                 epochs=ep,
                 fraction=0.3,
+                head=args.head,
                 surrogate_config=SurrogateConfig(samples=50, masks=50, seed=seed),
             )
             rows[a] = {
