@@ -120,17 +120,26 @@ def _check_pair(src: LoadedModel, tgt: LoadedModel) -> None:
         )
 
 
-def _stratified_val(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Boolean mask of a stratified, seeded validation split."""
+def _stratified_val(labels: torch.Tensor, fraction: float, seed: int, cap: int | None = None) -> torch.Tensor:
+    """Boolean mask of a stratified, seeded validation split of at most ``cap`` samples.
+
+    The validation images are held in memory (their features are scored for every candidate), so
+    ``cap`` bounds that memory whatever the data size: past it every class keeps the same share of
+    the cap as of the split, and the samples left out of validation stay in training.
+    """
     g = torch.Generator().manual_seed(seed + 7919)
     val = torch.zeros(len(labels), dtype=torch.bool)
     if fraction <= 0:
         return val
+    picks = []
     for c in labels.unique():
         rows = torch.nonzero(labels == c).flatten()
         rows = rows[torch.randperm(len(rows), generator=g)]
-        k = int(round(fraction * len(rows))) if len(rows) > 2 else 0
-        val[rows[:k]] = True
+        picks.append((rows, int(round(fraction * len(rows))) if len(rows) > 2 else 0))
+    total = sum(k for _, k in picks)
+    scale = 1.0 if cap is None or total <= cap else cap / total
+    for rows, k in picks:
+        val[rows[: min(k, int(k * scale)) if scale < 1.0 else k]] = True
     return val
 
 
@@ -238,7 +247,7 @@ def gather_inputs(
     if dom is not None:  # pseudo-labels: the target's own predictions, one streamed pass
         (pseudo,) = predict_labels([net], ImageDataset.of(dom, channels=c, size=size), device)
         full = full.concat(ImageDataset.of(dom, labels=pseudo, channels=c, size=size))
-    val_mask = _stratified_val(full.labels, config.val_fraction, config.seed)
+    val_mask = _stratified_val(full.labels, config.val_fraction, config.seed, config.max_val_samples)
     test = ImageDataset.of(clone_test, labels=clone_test.labels + n_t, channels=c, size=size)
     dom_test = _target_domain(tgt, target_data, chosen, "test", 1.0, split_seed, stacked)
     if dom_test is not None:

@@ -173,6 +173,7 @@ class CloneConfig:
     loc_masks: int = 8
     fraction: float = 0.3
     val_fraction: float = 0.2
+    max_val_samples: int = 2048  # validation images are held in memory: this bounds them (docs/scale.md)
     select_by: str = "loss"
     seed: int = DEFAULT_SEED
 
@@ -199,6 +200,11 @@ class CloneConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(
                 f"val_fraction must be in [0, 1), got {self.val_fraction}", options=("val_fraction",)
+            )
+        if not 1 <= self.max_val_samples <= 10**7:
+            raise ConfigError(
+                f"max_val_samples must be in [1, 10000000], got {self.max_val_samples}",
+                options=("max_val_samples",),
             )
         if self.select_by not in SELECT_BY:
             raise ConfigError(
