@@ -286,7 +286,7 @@ def zero_inputs(
     for the layers where something can be cut (deterministic: the same on writing and reading).
     """
     layers = _check_masks(module, masks)
-    probe = copy.deepcopy(module).eval()
+    probe = copy.deepcopy(module).cpu().eval()  # a weight-free analysis: on the CPU wherever the module is
     with torch.no_grad():
         for t in [*probe.parameters(), *probe.buffers()]:
             if t.is_floating_point():
@@ -296,7 +296,7 @@ def zero_inputs(
     probe_layers = maskable_layers(probe)
     for name, layer in probe_layers.items():
         if name in masks:
-            keep = masks[name].to(torch.bool).flatten()
+            keep = masks[name].to(torch.bool).flatten().cpu()
             handles.append(layer.register_forward_hook(_ProbeHook(keep, isinstance(layer, nn.Linear))))
         if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1):
             handles.append(
