@@ -31,10 +31,13 @@ from ..io.delta_file import (
     write_cloned,
 )
 from ..io.model_file import FORMAT_VERSION as MODEL_FORMAT_VERSION
+from ..io.model_file import SEALED_SINCE as MODEL_SEALED_SINCE
 from ..io.model_file import LoadedModel, load_model
 from ..io.safetensors_io import (
     atomic_write_bytes,
+    check_hashes,
     check_output,
+    check_version,
     content_sha256,
     file_sha256,
     read_header,
@@ -57,12 +60,11 @@ def load_base(target: str | Path) -> ClonedFile:
             f"{target}: is a {kind} file; target takes a model or a cloned model", options=("target",)
         )
     tensors, meta = read_safetensors(target)
-    if int(meta.get("pnc.format_version", "1")) > MODEL_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{target}: model format version {meta['pnc.format_version']} is newer; upgrade pnc"
-        )
     sha = content_sha256(tensors)
-    if "pnc.sha256" in meta and meta["pnc.sha256"] != sha:
+    if "pnc.kind" in meta or "pnc.format_version" in meta:  # a pnc model: checked as load_model does
+        version = check_version(meta, MODEL_FORMAT_VERSION, target)
+        check_hashes(tensors, meta, target, sealed=version >= MODEL_SEALED_SINCE)
+    elif "pnc.sha256" in meta and meta["pnc.sha256"] != sha:
         raise VerificationError(
             f"{target}: tensor contents do not match the recorded sha256; the file was modified"
         )

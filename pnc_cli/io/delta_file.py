@@ -27,6 +27,7 @@ import torch
 from ..core.errors import CheckpointError, DeltaFormatError, VerificationError
 from ..core.version import __version__
 from .safetensors_io import (
+    check_hashes,
     check_kind,
     check_version,
     content_sha256,
@@ -34,15 +35,16 @@ from .safetensors_io import (
     loads_bounded,
     read_header,
     read_safetensors,
+    seal,
     serialize,
     write_safetensors,
 )
 
 LOG = logging.getLogger(__name__)
 
-DELTA_FORMAT_VERSION = (
-    2  # 2: joint head, source span end, pooling, features.keep, reads (docs/delta-format.md)
-)
+# 2: joint head, source span end, pooling, features.keep, reads; 3: pnc.seal (docs/delta-format.md)
+DELTA_FORMAT_VERSION = 3
+SEALED_SINCE = 3  # delta and cloned files of this version on carry pnc.seal (their metadata is covered)
 KIND_DELTA = "delta"
 KIND_CLONED = "cloned"
 TENSOR_PREFIXES = ("adapter.", "source.", "mask.", "head.", "calibration.", "features.")
@@ -390,7 +392,7 @@ def write_delta(path: str | Path, delta: DeltaFile, *, force: bool = False) -> s
     """Validate and write ``delta`` (deterministic bytes, atomic); returns its content sha256."""
     delta = DeltaFile(delta.name, _cpu(delta.tensors), delta.info)
     validate_delta(delta, delta.name)
-    write_safetensors(path, delta.tensors, delta_metadata(delta), force=force)
+    write_safetensors(path, delta.tensors, seal(delta_metadata(delta)), force=force)
     return delta.sha256
 
 
@@ -412,17 +414,33 @@ def _verify(recorded: str | None, actual: str, path: object, what: str, key: str
         )
 
 
+def _check_seal(meta: Mapping[str, str], path: object) -> int:
+    """Format version, then ``pnc.sha256`` present and, from version ``SEALED_SINCE`` on, ``pnc.seal``
+    present (exit 2) and matching the metadata (exit 3), all from the header; older files get a note."""
+    version = check_version(meta, DELTA_FORMAT_VERSION, path, error=DeltaFormatError)
+    check_hashes(None, meta, path, sealed=version >= SEALED_SINCE)
+    if version < SEALED_SINCE:
+        LOG.info(
+            "%s: %s format v%d: its metadata is not covered by a hash (files this pnc writes are sealed)",
+            path,
+            meta.get(KEY_KIND),
+            version,
+        )
+    return version
+
+
 def read_delta(path: str | Path) -> DeltaFile:
     """Read and validate a delta file (header checked before tensors are loaded).
 
     Raises:
         CheckpointError: unreadable file, or not a delta (exit 2).
         DeltaFormatError: newer version, missing info keys, unknown tensor names (exit 2).
-        VerificationError: tensors differ from the recorded sha256 (exit 3).
+        CheckpointError: ``pnc.sha256`` missing, or ``pnc.seal`` missing in a sealed version (exit 2).
+        VerificationError: metadata differs from ``pnc.seal``, or tensors from the recorded sha256 (exit 3).
     """
     header, meta = read_header(path)
     check_kind(meta, KIND_DELTA, path)
-    check_version(meta, DELTA_FORMAT_VERSION, path, error=DeltaFormatError)
+    _check_seal(meta, path)
     info = _info_from_meta(meta, path)
     check_tensor_names(header, path)
     tensors, _ = read_safetensors(path)
@@ -478,7 +496,7 @@ def write_cloned(path: str | Path, cloned: ClonedFile, *, force: bool = False) -
     if cloned.target_file_sha256:
         meta[KEY_TARGET_FILE_SHA] = cloned.target_file_sha256
     meta.update(_model_view(cloned))
-    write_safetensors(path, tensors, meta, force=force)
+    write_safetensors(path, tensors, seal(meta), force=force)
     return meta[KEY_SHA]
 
 
@@ -503,7 +521,7 @@ def read_cloned(path: str | Path) -> ClonedFile:
     """Read and verify a cloned model: kind, version, every delta's schema and every recorded sha256."""
     header, meta = read_header(path)
     check_kind(meta, KIND_CLONED, path)
-    check_version(meta, DELTA_FORMAT_VERSION, path, error=DeltaFormatError)
+    _check_seal(meta, path)
     entries = _json(meta, KEY_DELTAS, path)
     target_meta = _json(meta, KEY_TARGET_METADATA, path)
     _require(

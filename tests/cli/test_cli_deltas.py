@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pnc_cli.cli import app
 from pnc_cli.io.delta_file import write_delta
-from pnc_cli.io.safetensors_io import read_safetensors, write_safetensors
+from pnc_cli.io.safetensors_io import KEY_SEAL, metadata_sha256, read_safetensors, write_safetensors
 from tests.data.make_golden import SOURCE_CLASSES, TARGET_CLASSES, make_delta, tiny_model_file
 
 torch.set_num_threads(1)
@@ -63,8 +63,12 @@ def test_tables_and_restored_message(env: SimpleNamespace) -> None:
 
 
 def _rewrite(src: Path, dst: Path, **meta: str) -> Path:
+    """Copy with metadata changed and the seal recomputed, so the edit reaches the checks behind it."""
     tensors, md = read_safetensors(src)
-    write_safetensors(dst, tensors, md | meta, force=True)
+    md |= meta
+    if KEY_SEAL in md:
+        md[KEY_SEAL] = metadata_sha256(md)
+    write_safetensors(dst, tensors, md, force=True)
     return dst
 
 
@@ -73,7 +77,7 @@ def _bad_inputs(env: SimpleNamespace) -> dict[str, tuple[list[object], int, str]
     tiny_model_file(other, TARGET_CLASSES, seed=7)
     raw = env.d5.read_bytes()
     (env.dir / "trunc.safetensors").write_bytes(raw[: len(raw) // 2])
-    v2 = _rewrite(env.d5, env.dir / "v3.safetensors", **{"pnc.format_version": "3"})
+    v2 = _rewrite(env.d5, env.dir / "v4.safetensors", **{"pnc.format_version": "4"})
     cloned = env.dir / "cl.safetensors"
     assert run("apply", "-t", env.target, "-d", env.d5, "-o", cloned).exit_code == 0
     wrong = _rewrite(cloned, env.dir / "wrong.safetensors", **{"pnc.target_file_sha256": "0" * 64})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pnc_cli.io.safetensors_io import KEY_SEAL, metadata_sha256, read_safetensors, write_safetensors
+from tests.data.make_golden import GOLDEN_CLONED_V3, GOLDEN_V3
 
 
 def _variant(src: Path, dst: Path, reseal: bool = True, **changes: str | None) -> None:
@@ -44,6 +45,16 @@ def work(tmp_path: Path, tiny_target: Path, tiny_source: Path, digits_npz: Path,
     _variant(m, tmp_path / "evil-arch.safetensors", pnc__arch="this:s")
     _variant(m, tmp_path / "huge-input.safetensors", pnc__input='{"channels": 1, "size": 99999999}')
     _variant(m, tmp_path / "dup-classes.safetensors", pnc__classes='["0","0","1","2","3"]')
+    d, c = tmp_path / "d.safetensors", tmp_path / "c.safetensors"
+    d.write_bytes(GOLDEN_V3.read_bytes())
+    c.write_bytes(GOLDEN_CLONED_V3.read_bytes())
+    _variant(d, tmp_path / "edited-delta.safetensors", reseal=False, pnc__delta__adapter='{"kind":"renorm"}')
+    _variant(c, tmp_path / "edited-cloned.safetensors", reseal=False, pnc__classes='["a","b","c","d"]')
+    _variant(d, tmp_path / "unsealed-delta.safetensors", reseal=False, pnc__seal=None)
+    _variant(c, tmp_path / "unsealed-cloned.safetensors", reseal=False, pnc__seal=None)
+    tensors, meta = read_safetensors(d)
+    tensors["head.weight"] = tensors["head.weight"] + 1
+    write_safetensors(tmp_path / "tampered-delta.safetensors", tensors, meta)
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "link-to-data.npz").symlink_to(tmp_path / "data.npz")
     os.link(tmp_path / "data.npz", tmp_path / "hard.npz")
@@ -53,6 +64,8 @@ def work(tmp_path: Path, tiny_target: Path, tiny_source: Path, digits_npz: Path,
 TRAIN = ["train", "--arch", "tiny_cnn", "--data", "digits", "--epochs", "1"]
 EVAL = ["eval", "--data", "digits", "--model"]
 CLONE = ["clone", "-s", "s.safetensors", "-t", "m.safetensors", "-c", "5", "--epochs", "1"]
+
+APPLY = ["apply", "--target", "m.safetensors", "-o", "o.safetensors", "--delta"]
 
 CASES = [
     # (id, args, exit code, text in the one stderr line)
@@ -69,6 +82,22 @@ CASES = [
     ("duplicate class names in a file", [*EVAL, "dup-classes.safetensors"], 2, "'pnc.classes' must be"),
     ("file names a module as architecture", [*EVAL, "evil-arch.safetensors"], 2, "not trusted"),
     ("info on a malformed file", ["info", "classes-int.safetensors"], 2, "'pnc.classes' must be"),
+    ("delta metadata edited after writing", [*APPLY, "edited-delta.safetensors"], 3, "pnc.seal"),
+    ("delta seal removed", [*APPLY, "unsealed-delta.safetensors"], 2, "'pnc.seal' is missing"),
+    ("delta tensors changed", [*APPLY, "tampered-delta.safetensors"], 3, "do not match the recorded sha256"),
+    (
+        "cloned metadata edited after writing",
+        ["remove", "edited-cloned.safetensors", "-o", "o.safetensors"],
+        3,
+        "pnc.seal",
+    ),
+    ("cloned seal removed", [*EVAL, "unsealed-cloned.safetensors"], 2, "'pnc.seal' is missing"),
+    (
+        "apply onto a model with edited metadata",
+        ["apply", "--target", "edited.safetensors", "--delta", "d.safetensors", "-o", "o.safetensors"],
+        3,
+        "pnc.seal",
+    ),
     ("output is a FIFO", [*TRAIN, "-o", "fifo", "--force"], 2, "FIFO"),
     ("output is a device", [*TRAIN, "-o", "/dev/null", "--force"], 2, "device"),
     ("output is a directory", [*TRAIN, "-o", ".", "--force"], 2, "directory"),

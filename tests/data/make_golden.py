@@ -1,8 +1,10 @@
-"""Tiny targets, sources and deltas for tests, and the golden delta of format version 1.
+"""Tiny targets, sources and deltas for tests, and the golden delta and cloned files.
 
-``python tests/data/make_golden.py v2`` (re)writes ``delta_v2_joint_tiny.safetensors`` (``v1``:
-``delta_v1_tiny.safetensors``) from seed 0. Run it only to create a golden file for a NEW format version
-(under a new name); the committed files must keep loading — and running — in every future pnc
+``python tests/data/make_golden.py v3`` writes ``delta_v3_joint_tiny.safetensors`` and
+``cloned_v3_joint_tiny.safetensors`` (that delta applied to the seed-0 target) with the current writer.
+Run it only to create golden files for a NEW format version (add its names here); the committed files
+of older versions (``delta_v1_tiny``: append head, ``delta_v2_joint_tiny``: joint head, unsealed) were
+written by older pnc and are frozen: they must keep loading — and running — in every future pnc
 (docs/delta-format.md, "Version policy").
 
 The helpers build synthetic deltas of the right shape and schema for ``tiny_cnn`` models (1 channel,
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pnc_cli.io.delta_file import DeltaFile, write_delta
+from pnc_cli.io.delta_file import DELTA_FORMAT_VERSION, DeltaFile, write_delta
 from pnc_cli.io.model_file import ModelSpec, save_model
 from pnc_cli.io.safetensors_io import content_sha256
 from pnc_cli.method.adapter import build_adapter
@@ -29,6 +31,8 @@ from pnc_cli.nets import Network, build_network
 
 GOLDEN = Path(__file__).with_name("delta_v1_tiny.safetensors")
 GOLDEN_V2 = Path(__file__).with_name("delta_v2_joint_tiny.safetensors")
+GOLDEN_V3 = Path(__file__).with_name("delta_v3_joint_tiny.safetensors")
+GOLDEN_CLONED_V3 = Path(__file__).with_name("cloned_v3_joint_tiny.safetensors")
 ARCH, CHANNELS, SIZE, BLOCKS = "tiny_cnn", 1, 16, 3
 TARGET_CLASSES = ("0", "1", "2")
 SOURCE_CLASSES = ("3", "4", "5", "6")
@@ -173,13 +177,24 @@ def golden_joint_delta() -> DeltaFile:
 
 
 def main() -> None:
-    """``make_golden.py [v1|v2] [OUT]``: write a golden delta of that format version."""
+    """``make_golden.py v3 [DIR]``: write the golden delta and cloned file of the current format version."""
+    import tempfile
+
+    from pnc_cli.api import apply_delta
+
     torch.set_num_threads(1)
-    version = sys.argv[1] if len(sys.argv) > 1 else "v2"
-    default, make = (GOLDEN, golden_delta) if version == "v1" else (GOLDEN_V2, golden_joint_delta)
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else default
-    sha = write_delta(out, make(), force=True)
-    print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {sha})")
+    version = sys.argv[1] if len(sys.argv) > 1 else f"v{DELTA_FORMAT_VERSION}"
+    if version != f"v{DELTA_FORMAT_VERSION}":
+        sys.exit(f"only v{DELTA_FORMAT_VERSION} golden files can be written; older ones are frozen")
+    where = Path(sys.argv[2]) if len(sys.argv) > 2 else GOLDEN_V3.parent
+    delta, cloned = where / GOLDEN_V3.name, where / GOLDEN_CLONED_V3.name
+    sha = write_delta(delta, golden_joint_delta(), force=True)
+    print(f"wrote {delta} ({delta.stat().st_size} bytes, content sha256 {sha})")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "target.safetensors"
+        tiny_model_file(target, TARGET_CLASSES, seed=0)
+        doc = apply_delta(target=target, deltas=[delta], output=cloned, force=True)
+    print(f"wrote {cloned} ({cloned.stat().st_size} bytes, content sha256 {doc['sha256']})")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,13 @@ from pnc_cli.io.delta_file import (
     write_cloned,
     write_delta,
 )
-from pnc_cli.io.safetensors_io import content_sha256, read_safetensors, write_safetensors
+from pnc_cli.io.safetensors_io import (
+    KEY_SEAL,
+    content_sha256,
+    metadata_sha256,
+    read_safetensors,
+    write_safetensors,
+)
 from pnc_cli.method.selector import slice_state
 from tests.data.make_golden import GOLDEN, SOURCE_CLASSES, TARGET_CLASSES, make_delta, tiny_model_file
 
@@ -57,14 +63,23 @@ def env(tmp_path: Path) -> SimpleNamespace:
 
 
 def _rewrite(
-    src: Path, dst: Path, *, drop_meta: tuple[str, ...] = (), tensors: dict | None = None, **meta: str
+    src: Path,
+    dst: Path,
+    *,
+    drop_meta: tuple[str, ...] = (),
+    tensors: dict | None = None,
+    reseal: bool = True,
+    **meta: str,
 ) -> Path:
-    """Copy a safetensors file with metadata changed (the recorded sha256 follows the new tensors)."""
+    """Copy a safetensors file with metadata changed (the recorded sha256 follows the new tensors and,
+    with ``reseal``, ``pnc.seal`` the new metadata, so the edit reaches the checks behind the seal)."""
     old, md = read_safetensors(src)
     new = {**old, **(tensors or {})}
     md = {k: v for k, v in md.items() if k not in drop_meta} | meta
     if tensors:
         md["pnc.sha256"] = content_sha256(new)
+    if reseal and KEY_SEAL in md:
+        md[KEY_SEAL] = metadata_sha256(md)
     write_safetensors(dst, new, md, force=True)
     return dst
 
@@ -81,7 +96,7 @@ def test_round_trip_and_deterministic_bytes(env: SimpleNamespace) -> None:
     write_delta(env.dir / "b.safetensors", back)
     assert (env.dir / "a.safetensors").read_bytes() == (env.dir / "b.safetensors").read_bytes()
     _, meta = read_safetensors(env.dir / "a.safetensors")
-    assert meta["pnc.kind"] == "delta" and meta["pnc.format_version"] == "2" and meta["format"] == "pt"
+    assert meta["pnc.kind"] == "delta" and meta["pnc.format_version"] == "3" and meta["format"] == "pt"
     assert meta["pnc.delta.name"] == '"clone-5"' and meta["pnc.sha256"] == sha
 
 
@@ -112,8 +127,8 @@ def test_golden_v1_file_still_reads() -> None:
 
 
 def test_newer_version_is_refused(env: SimpleNamespace) -> None:
-    bad = _rewrite(env.d5, env.dir / "v3.safetensors", **{"pnc.format_version": "3"})
-    with pytest.raises(DeltaFormatError, match="newer than supported 2; upgrade pnc"):
+    bad = _rewrite(env.d5, env.dir / "v4.safetensors", **{"pnc.format_version": "4"})
+    with pytest.raises(DeltaFormatError, match="newer than supported 3; upgrade pnc"):
         read_delta(bad)
 
 
