@@ -131,6 +131,7 @@ DELTA_EDITS = {
     "metrics": ("pnc.delta.metrics", '{"tar_acc":1.0}'),
     "target hash": ("pnc.delta.target", '{"sha256":"0"}'),
     "an added key": ("pnc.note", "hello"),
+    "provenance": ("pnc.provenance", '{"command":"pnc clone --epochs 1"}'),
 }
 
 
