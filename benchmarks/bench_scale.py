@@ -255,12 +255,36 @@ def part_sweep(a: argparse.Namespace, device: str) -> list[str]:
     ]
 
 
+def max_rel_diff(a: Path, b: Path) -> float:
+    """Largest difference between two deltas' float tensors, relative to each tensor's largest value
+    (inf when their tensor names, shapes or integer tensors differ)."""
+    from safetensors.torch import load_file
+
+    ta, tb = load_file(str(a)), load_file(str(b))
+    if ta.keys() != tb.keys():
+        return float("inf")
+    worst = 0.0
+    for name, t in ta.items():
+        u = tb[name]
+        if t.shape != u.shape:
+            return float("inf")
+        if not t.is_floating_point():
+            if not torch.equal(t, u):
+                return float("inf")
+            continue
+        if t.numel():
+            scale = float(t.abs().max()) or 1.0
+            worst = max(worst, float((t.double() - u.double()).abs().max()) / scale)
+    return worst
+
+
 def part_procs(a: argparse.Namespace, models: dict[str, Path], npz: Path) -> list[str]:
     rows = [
-        "| processes | wall s | peak RSS MiB (largest process) | delta sha256 (provenance aside) |",
-        "|---|---|---|---|",
+        "| processes | wall s | peak RSS MiB (largest process) | source end, pool | Ori / Tar / Avg acc "
+        "| delta sha256 (provenance aside) |",
+        "|---|---|---|---|---|---|",
     ]
-    shas, times = [], []
+    shas, times, docs, outs = [], [], [], []
     cmd = ""
     for p in (1, a.procs):
         out = a.out / f"procs-{p}.delta"
@@ -270,12 +294,24 @@ def part_procs(a: argparse.Namespace, models: dict[str, Path], npz: Path) -> lis
             r = run(clone_args(models["source"], models["target"], npz, out, "cpu", a.clone_flags), procs=p)
         shas.append(sha(out))
         times.append(r["seconds"])
-        rows.append(f"| {p} | {r['seconds']:.1f} | {r['rss_mb']:.0f} | {shas[-1][:16]} |")
+        docs.append(r["doc"])
+        outs.append(out)
+        d = r["doc"]
+        rows.append(
+            f"| {p} | {r['seconds']:.1f} | {r['rss_mb']:.0f} | {d.get('source_end')}, {d.get('pool')} "
+            f"| {d.get('ori_acc', float('nan')):.4f} / {d.get('tar_acc', float('nan')):.4f} / "
+            f"{d.get('avg_acc', float('nan')):.4f} | {shas[-1][:16]} |"
+        )
         cmd = r["command"]
+    keys = ("source_end", "pool", "ori_acc", "tar_acc", "avg_acc", "extra_params")
+    same = all(docs[0].get(k) == docs[1].get(k) for k in keys)
     rows += [
         "",
-        f"speed-up {times[0] / times[1]:.2f}×; identical deltas (tensors and metadata but the provenance): "
-        f"{shas[0] == shas[1]}",
+        f"speed-up {times[0] / times[1]:.2f}×; byte-identical deltas (provenance aside): "
+        f"{shas[0] == shas[1]}; "
+        f"same candidate, size and test accuracies: {same}; largest tensor difference (relative to the "
+        f"tensor's largest value): {max_rel_diff(outs[0], outs[1]):.1e} (float64 sums added in another "
+        "order; the tolerance of tests/e2e/test_distributed.py is 1e-4)",
         "",
         f"command ({a.procs} processes): `{cmd}`",
     ]
