@@ -38,7 +38,7 @@ from .branches import branch_from_delta, load_cloned, source_info, target_info
 from .deltas import apply_delta
 from .models import recorded_data
 from .plots import plot_search
-from .streaming import predict_labels, train_batches
+from .streaming import StagePair, predict_labels, train_batches
 from .surrogates import load_or_compute
 
 log = logging.getLogger(__name__)
@@ -352,18 +352,18 @@ def evaluate_branch(inp: CloneInputs, branch: Branch, device: torch.device) -> d
     (docs/method-spec.md §7). "Ori" covers every class the model knew before this clone."""
     spec = inp.target.spec
     net = inp.target.network.to(device)
-    before = (
-        ClonedModel(net, list(spec.classes), inp.existing).to_device(device).eval() if inp.existing else net
-    )
-    cloned = ClonedModel(net, list(spec.classes), {**inp.existing, "pnc_new": branch.to(device)}).eval()
+    cloned = ClonedModel(net, list(spec.classes), {**inp.existing, "pnc_new": branch.to(device)})
+    cloned = cloned.to_device(device).eval()
+    # the cloned model, and the model it is cloned onto (target + existing deltas), from one pass
+    pair = StagePair(cloned, -1, -2)
     n_known = len(cloned.classes) - len(branch.classes)
     y = inp.test_set.labels
-    pred, target_pred = predict_labels([cloned, before], inp.test_set, device)  # one streamed pass
+    pred, target_pred = predict_labels([pair.first, pair.second], inp.test_set, device)  # one pass
     m: dict[str, Any] = dict(cloning_metrics(pred, y, n_known, target_pred=target_pred))
     m["target_ori_acc"] = cloning_metrics(target_pred, y, n_known)["ori_acc"]
     ori_rows = torch.nonzero(y < n_known).flatten()[: LOCALITY_SURROGATE.samples]
     ori = inp.test_set.images(ori_rows.numpy()).to(device)
-    m["zest_distance"] = zest_locality(before, cloned, ori) if len(ori) else None
+    m["zest_distance"] = zest_locality(lambda x: (pair.second(x), pair.first(x)), ori) if len(ori) else None
     return m
 
 

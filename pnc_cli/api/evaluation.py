@@ -17,7 +17,7 @@ from ..io.stream import ImageDataset
 from ..method.metrics import LOCALITY_SURROGATE, cloning_metrics, zest_locality
 from ..nets.training import accuracy, per_class_accuracy
 from .branches import load_cloned
-from .streaming import predict_labels
+from .streaming import StagePair, predict_labels
 
 
 def evaluate_cloned(
@@ -43,11 +43,12 @@ def evaluate_cloned(
     ds = ImageDataset.of(sel, channels=spec.in_channels, size=spec.input_size)
     dev = resolve_device(device)
     cloned.to_device(dev)
-    pred, target_pred = predict_labels([cloned, cloned.target], ds, dev)
+    pair = StagePair(cloned, -1, 0)  # the cloned model and the target alone, from one pass
+    pred, target_pred = predict_labels([pair.first, pair.second], ds, dev)
     m = cloning_metrics(pred, sel.labels, spec.num_classes, target_pred=target_pred)
     ori_rows = torch.nonzero(sel.labels < spec.num_classes).flatten()[: LOCALITY_SURROGATE.samples]
     ori = ds.images(ori_rows.numpy()).to(dev)
-    zest = zest_locality(cloned.target, cloned, ori) if len(ori) else None
+    zest = zest_locality(lambda x: (pair.second(x), pair.first(x)), ori) if len(ori) else None
     is_ori = ds.labels < spec.num_classes
     # the target alone on the same target-class samples: what the cloned model is gated against
     target_ori = accuracy(target_pred[is_ori], ds.labels[is_ori]) if bool(is_ori.any()) else None

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from ..core.device import autocast, runtime
 from ..core.distributed import all_reduce_sum, is_distributed
 from ..io.stream import Batch, batches, loader
+from ..method.cloned_model import ClonedModel
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 PREDICT_BATCH = 512
@@ -54,6 +55,32 @@ def predict_labels(
     if shard:
         all_reduce_sum(out)
     return list(out)
+
+
+class StagePair:
+    """Two stages of a cloned model's stack (``ClonedModel.stage_logits``: 0 = the target alone, -1 =
+    the whole model, -2 = the model the last branch was cloned onto) from one forward pass.
+
+    ``first(x)`` then ``second(x)`` on the same batch (as ``predict_labels`` calls its forwards) run the
+    model once (in either order): the target's blocks are the bulk of a cloned model's cost, and the
+    held-out metrics need both predictions.
+    """
+
+    def __init__(self, model: ClonedModel, first: int, second: int) -> None:
+        self.model, self.index = model, (first, second)
+        self._x: torch.Tensor | None = None
+        self._z: list[torch.Tensor] = []
+
+    def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x is not self._x:  # a new batch (the last one is held, so its identity cannot be reused)
+            self._x, self._z = x, self.model.stage_logits(x)
+        return self._z
+
+    def first(self, x: torch.Tensor) -> torch.Tensor:
+        return self._stages(x)[self.index[0]]
+
+    def second(self, x: torch.Tensor) -> torch.Tensor:
+        return self._stages(x)[self.index[1]]
 
 
 def train_batches(

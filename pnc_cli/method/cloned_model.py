@@ -235,9 +235,13 @@ class ClonedModel(nn.Module):
         f_t, feats = self.trunk(x)
         return [f_t, *(b.features(feats[b.position]) for b in self._branches())]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def stage_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of the target alone, then after each branch in order, from one pass over ``x``:
+        ``[z_0, z_1, …, z_k]`` (``z_k`` is ``forward(x)``; ``z_{k-1}`` is the model the last branch was
+        cloned onto)."""
         f_t, feats = self.trunk(x)
         z = self.target_last(f_t)
+        stages = [z]
         read = [f_t]
         for b in self._branches():
             f = b.features(feats[b.position])
@@ -247,4 +251,8 @@ class ClonedModel(nn.Module):
                 if b.head_kind == "joint"
                 else torch.cat([z, b.append_logits(f)], 1)
             )
-        return z
+            stages.append(z)
+        return stages
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stage_logits(x)[-1]

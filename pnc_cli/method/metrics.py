@@ -54,21 +54,29 @@ LOCALITY_SURROGATE = SurrogateConfig(samples=20, masks=50, grid=4)
 
 
 def zest_locality(
-    target: Callable[[torch.Tensor], torch.Tensor],
-    cloned: Callable[[torch.Tensor], torch.Tensor],
+    both: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     images: torch.Tensor,
     config: SurrogateConfig = LOCALITY_SURROGATE,
 ) -> float:
     """ZEST distance between target and cloned model on softmax outputs (docs/method-spec.md §6-7).
 
-    Both local model sets are fitted on the same images (target-class samples) and the same masks;
-    columns are aligned greedily, so the cloned model's extra classes are dropped. 0 = same local
-    behaviour around those images.
+    ``both(x)`` returns ``(target logits, cloned logits)`` for a batch (from one pass where the
+    cloned model can give both). Both local model sets are fitted on the same images (target-class
+    samples) and the same masks — one fit over the two outputs side by side, which is the two fits
+    (each output column is its own ridge problem over the shared design). Columns are aligned greedily,
+    so the cloned model's extra classes are dropped. 0 = same local behaviour around those images.
     """
     images = images[: config.samples]
     grid = min(config.grid, int(images.shape[-1]), int(images.shape[-2]))
     cfg = replace(config, grid=grid, samples=len(images))
     masks = draw_masks(cfg.masks, grid, cfg.masking_rate, torch.Generator().manual_seed(cfg.seed))
-    g_t = fit_surrogate(lambda x: target(x).softmax(1), images, cfg, masks=masks)
-    g_c = fit_surrogate(lambda x: cloned(x).softmax(1), images, cfg, masks=masks)
-    return zest_distance(g_t.theta, g_c.theta)
+    width: list[int] = []
+
+    def side_by_side(x: torch.Tensor) -> torch.Tensor:
+        z_t, z_c = both(x)
+        width[:] = [z_t.shape[1]]
+        return torch.cat([z_t.softmax(1), z_c.softmax(1)], 1)
+
+    g = fit_surrogate(side_by_side, images, cfg, masks=masks)
+    k = width[0]
+    return zest_distance(g.theta[..., :k], g.theta[..., k:])

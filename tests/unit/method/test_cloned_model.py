@@ -105,6 +105,21 @@ def test_two_branches_at_different_positions() -> None:
     assert torch.equal(left, torch.cat([out[:, :5], out[:, 6:8]], dim=1))
 
 
+def test_stage_logits_give_every_model_of_the_stack_in_one_pass() -> None:
+    """``stage_logits``: the target alone, then after each branch; the last is ``forward``."""
+    target = _net("tiny_cnn", TARGET_CLASSES, 0)
+    b1 = _branch(target, _net("tiny_cnn", SOURCE_CLASSES, 1), 2, [0])
+    b2 = _branch(target, _net("tiny_resnet", SOURCE_CLASSES, 2), 1, [2, 3], seed=1)
+    cloned = ClonedModel(target, TARGET_CLASSES, {"a": b1, "b": b2}).eval()
+    below = ClonedModel(target, TARGET_CLASSES, {"a": b1}).eval()
+    x = _images()
+    with torch.no_grad():
+        z0, z1, z2 = cloned.stage_logits(x)
+        assert torch.equal(z0, target(x))
+        assert torch.equal(z1, below(x))
+        assert torch.equal(z2, cloned(x))
+
+
 def test_training_mode_never_reaches_frozen_parts() -> None:
     target, source = _net("tiny_cnn", TARGET_CLASSES, 0), _net("tiny_cnn", SOURCE_CLASSES, 1)
     cloned = ClonedModel(target, TARGET_CLASSES, {"b": _branch(target, source, 0, [0])})

@@ -4,11 +4,13 @@ penalty, and the ZEST locality distance."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
+import pytest
 import torch
 from torch import nn
 
-from pnc_cli.method.metrics import zest_locality
+from pnc_cli.method.metrics import LOCALITY_SURROGATE, zest_locality
 from pnc_cli.method.selector import (
     ChannelSelector,
     bake_masks,
@@ -18,6 +20,8 @@ from pnc_cli.method.selector import (
     unslice_state,
     zero_inputs,
 )
+from pnc_cli.method.surrogate import draw_masks, fit_surrogate
+from pnc_cli.method.zest import zest_distance
 from pnc_cli.nets import build_network
 
 torch.set_num_threads(1)
@@ -86,5 +90,22 @@ def test_zest_locality_is_zero_for_the_same_model_and_positive_for_another() -> 
     torch.manual_seed(1)
     b = build_network("tiny_cnn", num_classes=4, in_channels=1, input_size=16).eval()
     x = torch.rand(6, 1, 16, 16)
-    assert zest_locality(a, a, x) < 1e-6
-    assert zest_locality(a, b, x) > 1e-3
+    assert zest_locality(lambda v: (a(v), a(v)), x) < 1e-6
+    assert zest_locality(lambda v: (a(v), b(v)), x) > 1e-3
+
+
+def test_zest_locality_side_by_side_fit_equals_two_fits() -> None:
+    """One fit over [target ; cloned] outputs is the two separate fits (each column its own ridge)."""
+    torch.manual_seed(0)
+    a = build_network("tiny_cnn", num_classes=4, in_channels=1, input_size=16).eval()
+    torch.manual_seed(1)
+    b = build_network("tiny_cnn", num_classes=6, in_channels=1, input_size=16).eval()
+    x = torch.rand(6, 1, 16, 16)
+    cfg = replace(LOCALITY_SURROGATE, samples=len(x))
+    masks = draw_masks(cfg.masks, cfg.grid, cfg.masking_rate, torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad():
+        g_a = fit_surrogate(lambda v: a(v).softmax(1), x, cfg, masks=masks)
+        g_b = fit_surrogate(lambda v: b(v).softmax(1), x, cfg, masks=masks)
+        expected = zest_distance(g_a.theta, g_b.theta)
+        got = zest_locality(lambda v: (a(v), b(v)), x)
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-7)
