@@ -4,7 +4,9 @@ nothing on stdout, no input changed and no output written (table-driven)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,9 @@ def work(tmp_path: Path, tiny_target: Path, tiny_source: Path, digits_npz: Path,
     tensors, meta = read_safetensors(d)
     tensors["head.weight"] = tensors["head.weight"] + 1
     write_safetensors(tmp_path / "tampered-delta.safetensors", tensors, meta)
+    (tmp_path / "notes.txt").write_text("not an image, not a data set\n")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
+    (tmp_path / "bad-entry.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "link-to-data.npz").symlink_to(tmp_path / "data.npz")
     os.link(tmp_path / "data.npz", tmp_path / "hard.npz")
@@ -153,6 +158,39 @@ CASES = [
     ("class range of 10^11", [*TRAIN, "--classes", "0-99999999999", "-o", "o.safetensors"], 2, "at most"),
     ("empty --classes", [*TRAIN, "--classes", "", "-o", "o.safetensors"], 2, "selects no classes"),
     ("predict --top 0", ["predict", "--model", "m.safetensors", "x.png", "--top", "0"], 2, "top"),
+    (
+        "corrupt header entry",
+        ["info", "bad-entry.safetensors"],
+        2,
+        "corrupt safetensors entry for tensor 'w'",
+    ),
+    (
+        "custom architecture that cannot be imported",
+        ["train", "--arch", "mypkg.nets:nope", "--data", "digits", "-o", "o.safetensors"],
+        2,
+        "cannot be imported",
+    ),
+    ("unknown data format", [*TRAIN, "--data", "notes.txt", "-o", "o.safetensors"], 2, "unknown data format"),
+    ("unreadable image", ["predict", "--model", "m.safetensors", "notes.txt"], 2, "cannot read image"),
+    ("unknown split", [*EVAL, "m.safetensors", "--split", "val"], 2, "unknown split 'val'"),
+    ("output exists without --force", [*TRAIN, "-o", "m.safetensors"], 2, "pass --force"),
+    ("output directory missing", [*TRAIN, "-o", "no/dir/o.safetensors"], 2, "does not exist"),
+    ("output parent is a file", [*TRAIN, "-o", "notes.txt/o.safetensors"], 2, "is not a directory"),
+    (
+        "unknown ecosystem name",
+        ["train", "--arch", "torchvision:resnet19", "--data", "digits", "-o", "o.safetensors"],
+        2,
+        "unknown architecture 'torchvision:resnet19'",
+    ),
+    (
+        "weights asked of torchvision",
+        [
+            *["train", "--arch", "torchvision:resnet18", "--arch-arg", "weights=DEFAULT"],
+            *["--data", "digits", "-o", "o.safetensors"],
+        ],
+        2,
+        "'weights' is not accepted",
+    ),
 ]
 
 
