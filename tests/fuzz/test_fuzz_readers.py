@@ -1,6 +1,8 @@
 """Fuzz the readers of every pnc file kind: the only allowed outcomes are success or a PncError.
 
-Seeds: a model, a delta, a cloned model, a surrogate and a search file. Mutations (hypothesis):
+Seeds: a model, a delta, a cloned model, a surrogate and a search file (delta, cloned and search
+files sealed). Readers: every ``read_*`` of io, ``pnc info``'s ``file_info`` and ``load_cloned`` (the
+runnable cloned model built from the deltas). Mutations (hypothesis):
 
 - bytes: flip, overwrite, truncate, insert, a random header length;
 - metadata-aware: a metadata value replaced by JSON of the wrong type (int, float, bool, null, list,
@@ -47,8 +49,9 @@ READERS: dict[str, Callable[[Path], Any]] = {
     "surrogate": read_surrogate,
     "search": read_search,
     "info": api.file_info,
+    "cloned_model": api.load_cloned,  # read_cloned, then the runnable model built from its deltas
 }
-SEED_OF = {"info": "model"}
+SEED_OF = {"info": "model", "cloned_model": "cloned"}
 
 
 @pytest.fixture(scope="module")
