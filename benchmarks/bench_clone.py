@@ -196,7 +196,17 @@ def run_seed(seed: int, args: argparse.Namespace, overrides: dict[str, Any], wor
             "extra_ratio": t.extra_params / tgt.num_params,
             "seconds": t.seconds,
         }
-    out: dict[str, Any] = {"seed": seed, "methods": rows, "source_test_accuracy": src.test_accuracy}
+    x_test, y_test = splits.test
+    on_class = y_test == splits.num_target  # the cloned class "5" (label n_t); the source's class index 0
+    with torch.no_grad():
+        src_pred = src.network(x_test[on_class]).argmax(1)
+    out: dict[str, Any] = {
+        "seed": seed,
+        "methods": rows,
+        "source_test_accuracy": src.test_accuracy,
+        # the source's own accuracy on the cloned class's test images (among its classes 5-9)
+        "source_class_acc": float((src_pred == 0).float().mean()),
+    }
     if args.cli_time:
         out["cli_seconds"], out["cli_cpu_seconds"] = time_cli(
             src.path, tgt.path, work / f"cli-delta{seed}.safetensors"
@@ -236,6 +246,7 @@ def report(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str
     drop = per_seed(lambda r: 100 * (r["methods"]["target alone"]["ori_acc"] - pnc(r, "ori_acc")))
     over = per_seed(lambda r: 100 * (pnc(r, "avg_acc") - max(r["methods"][b]["avg_acc"] for b in BASELINES)))
     extra = per_seed(lambda r: pnc(r, "extra_ratio"))
+    tar_gap = per_seed(lambda r: 100 * (pnc(r, "tar_acc") - r["source_class_acc"]))
     cli = [r["cli_seconds"] for r in results if "cli_seconds" in r]
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     goals = {
@@ -253,6 +264,11 @@ def report(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str
             "value": mean(over),
             "goal": f">= {GOALS['avg_over_best_baseline']} pt",
             "met": mean(over) >= GOALS["avg_over_best_baseline"],
+        },
+        "tar_vs_source_on_class": {
+            "value": mean(tar_gap),
+            "goal": ">= -1 pt (PNC Tar minus the source's own accuracy on the cloned class)",
+            "met": mean(tar_gap) >= -1.0,
         },
         "extra_ratio": {
             "value": mean(extra),
@@ -278,6 +294,10 @@ def report(results: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str
         f"\nPNC chosen positions per seed: {positions}; `pnc clone` wall s: {[round(c, 1) for c in cli]}, "
         f"CPU s: {cpu}, 1-min load average at the time: {load}"
     )
+    on_class = [100 * r["source_class_acc"] for r in results]
+    mu = sum(on_class) / len(on_class)
+    sd = (sum((v - mu) ** 2 for v in on_class) / len(on_class)) ** 0.5
+    lines.append(f"The source's own accuracy on the cloned class's test images: {mu:.1f} ± {sd:.1f}")
     return "\n".join(lines), summary, goals
 
 
