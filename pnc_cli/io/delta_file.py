@@ -42,8 +42,9 @@ from .safetensors_io import (
 
 LOG = logging.getLogger(__name__)
 
-# 2: joint head, source span end, pooling, features.keep, reads; 3: pnc.seal (docs/delta-format.md)
-DELTA_FORMAT_VERSION = 3
+# 2: joint head, source span end, pooling, features.keep, reads; 3: pnc.seal; 4: features.read (the
+# joint head's read index) and random features (docs/delta-format.md)
+DELTA_FORMAT_VERSION = 4
 SEALED_SINCE = 3  # delta and cloned files of this version on carry pnc.seal (their metadata is covered)
 KIND_DELTA = "delta"
 KIND_CLONED = "cloned"
@@ -338,9 +339,13 @@ def _schema_problems(delta: DeltaFile) -> Iterator[str]:
     for name, t in delta.group("mask.").items():
         if t.dtype != torch.uint8 or not bool(((t == 0) | (t == 1)).all()):
             yield f"mask tensor mask.{name} must be uint8 with values 0/1"
-    keep = delta.group("features.").get("keep")
-    if keep is not None and (keep.dtype != torch.int64 or keep.dim() != 1):
-        yield "features.keep must be a 1-D int64 tensor"
+    for key, index in delta.group("features.").items():
+        if key not in ("keep", "read"):
+            yield f"unknown tensor features.{key} (features.keep and features.read are defined)"
+        elif index.dtype != torch.int64 or index.dim() != 1 or bool((index < 0).any()):
+            yield f"features.{key} must be a 1-D int64 tensor of non-negative indices"
+        elif key == "read" and spec.head.kind != "joint":
+            yield "features.read belongs to a joint head (info.head.kind joint)"
     has_source = bool(delta.group("source."))
     if spec.mode == "online" and has_source:
         yield "an online delta must not carry source.* tensors"

@@ -7,7 +7,8 @@ weights come from the tensors). The names are fixed by docs/delta-format.md:
 
 ``adapter.*`` (the adapter A), ``mask.<layer>`` (uint8 0/1 per output channel), ``head.weight``/
 ``head.bias``, ``calibration.scale``/``calibration.bias`` (append head only), ``features.keep`` (int64,
-the feature columns a pruned span exposes) and, offline, ``source.*`` (the kept source filters, sliced).
+the feature columns a pruned span exposes), ``features.read`` (int64, the joint head's read index into
+the features below it; format 4) and, offline, ``source.*`` (the kept source filters, sliced).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def branch_tensors(
         t["calibration.bias"] = branch.calibration.detach()[1:]
     if branch.keep is not None:
         t["features.keep"] = branch.keep
+    if branch.read is not None:
+        t["features.read"] = branch.read
     if not online:
         in_shape = adapter_out_shape(branch.adapter.config())
         t.update({f"source.{k}": v for k, v in slice_state(branch.module, masks, in_shape).items()})
@@ -119,6 +122,7 @@ def branch_from_state(
         head_kind=head_kind,
         pool=pool,
         keep=tensors.get("features.keep"),
+        read=tensors.get("features.read"),
     )
     with torch.no_grad():  # absent calibration (optional in the format) means scale 1, bias 0
         if "calibration.scale" in tensors:

@@ -70,7 +70,9 @@ class Branch(nn.Module):
 
     ``head`` has ``in_features`` = the branch's own feature width (append) or the width of every
     feature it reads (joint). ``keep`` (int64 buffer, optional) lists the feature columns the branch
-    exposes; ``None`` means all of them.
+    exposes; ``None`` means all of them. ``read`` (joint head, int64 buffer, optional) is the head's
+    read index: the columns of ``[f_t ; f_1 ; … ; f_k]`` (the features below the branch) it reads
+    before its own features; ``None`` means all of them.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Branch(nn.Module):
         head_kind: str = "append",
         pool: int = 0,
         keep: torch.Tensor | None = None,
+        read: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if head_kind not in HEAD_KINDS:
@@ -102,6 +105,8 @@ class Branch(nn.Module):
         self.classes = list(classes)
         self.keep: torch.Tensor | None
         self.register_buffer("keep", None if keep is None else keep.to(torch.int64))
+        self.read: torch.Tensor | None
+        self.register_buffer("read", None if read is None else read.to(torch.int64))
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.module.eval()
@@ -125,6 +130,12 @@ class Branch(nn.Module):
         """Append head only: uncalibrated new-class logits from the source's own features after block
         R_s (the L_loc path)."""
         return self.head(pool_features(self.run_module(h_source), self.pool))
+
+    def joint_logits(self, below: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """Joint head: logits of every class from the features below (read through ``read``) and ``f``."""
+        if self.read is not None:
+            below = below.index_select(1, self.read)
+        return self.head(torch.cat([below, f], dim=1))
 
     def append_logits(self, f: torch.Tensor) -> torch.Tensor:
         z = self.head(f)
@@ -245,12 +256,12 @@ class ClonedModel(nn.Module):
         read = [f_t]
         for b in self._branches():
             f = b.features(feats[b.position])
-            read.append(f)
             z = (
-                b.head(torch.cat(read, dim=1))
+                b.joint_logits(torch.cat(read, dim=1), f)
                 if b.head_kind == "joint"
                 else torch.cat([z, b.append_logits(f)], 1)
             )
+            read.append(f)
             stages.append(z)
         return stages
 

@@ -10,10 +10,12 @@ labels, target-domain samples with the target's own predictions) from sufficient
 
 Both networks are frozen, so each candidate ``(E, pool)`` costs one forward pass over the data (all
 candidates share it: the source runs once and every block output is read) plus one eigendecomposition;
-no epochs. A candidate over the size budget drops the output channels of the span's last layer whose
-head weights are smallest, then the head is refitted on the kept columns (a sub-block of the same
-statistics). The candidate with the best validation accuracy wins (ties: the smaller delta); its head is
-refitted on training plus validation data with the chosen ridge term.
+no epochs. A candidate over the size budget chooses what its head reads (``_prune``): it drops the
+columns of the features below it (the target's and every earlier branch's: the *read index*) and the
+output channels of the span's last layer whose removal raises the ridge objective least per
+parameter, refitting on the kept columns (a sub-block of the same statistics) in a few rounds. The
+candidate with the best validation accuracy wins (ties: the smaller delta); its head is refitted on
+training plus validation data with the chosen ridge term.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..nets.network import Network
 from .adapter import Renorm
 from .cloned_model import Branch, ClonedModel, pool_features
 from .metrics import cloning_metrics
-from .ridge import DEFAULT_GRID, RidgePath, RidgeStats, choose_lambda, ridge_path
+from .ridge import DEFAULT_GRID, RidgeStats, choose_lambda, removal_costs, ridge_inverse, ridge_path
 from .selector import bake_masks, count_kept_params, maskable_layers
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class CandidateScore:
     kept_fraction: float
     extra_params: int
     seconds: float
+    read_features: int = -1  # columns of the features below (target and earlier branches) the head reads
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -214,26 +217,83 @@ def _accumulate(
     return fits, d_base
 
 
-def _channel_importance(path: RidgePath, lam: float, d_base: int, cand: Candidate) -> torch.Tensor:
-    """Per output channel of the span, the norm of its standardised head weights (all classes)."""
-    wz = path.standardised_weights(lam)[d_base:]  # [dim, K]
-    return wz.reshape(cand.shape[0], cand.group, -1).pow(2).sum((1, 2)).sqrt()
-
-
-def _columns(d_base: int, cand: Candidate, keep: torch.Tensor) -> torch.Tensor:
-    """Feature columns (base first) of the kept channels."""
+def _columns(d_base: int, cand: Candidate, read: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Feature columns (base first) of the read base columns (bool ``[d_base]``) and the kept channels
+    (bool ``[C]``) of the span."""
     own = torch.arange(cand.dim).reshape(cand.shape[0], cand.group)[keep].flatten()
-    return torch.cat([torch.arange(d_base), d_base + own])
+    return torch.cat([torch.nonzero(read).flatten(), d_base + own])
 
 
 @dataclass
 class _Solution:
     lam: float
     score: float
-    keep: torch.Tensor | None  # kept output channels of the span's last layer (None: all)
+    keep: torch.Tensor | None  # kept output channels of the span's last layer, bool (None: all)
+    read: torch.Tensor | None  # base columns the head reads, bool [d_base] (None: all)
     masks: dict[str, torch.Tensor]
     extra: int
     columns: torch.Tensor
+
+
+PRUNE_ROUNDS = 4  # the excess over the budget is removed in this many steps, refitting in between
+
+
+@dataclass
+class _Pruning:
+    """What the read-index selection needs: sizes of a choice, and the cost of each unit dropped."""
+
+    fit: _Fit
+    lam: float
+    k: int
+    budget: int
+    size: Callable[[torch.Tensor, torch.Tensor], int]  # (read, keep) -> extra parameters
+    channel_cost: int | None  # parameters one span channel costs besides its head columns (None: fixed)
+    standardize: bool
+
+
+def _prune(p: _Pruning) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Choose the head's read index under the budget: ``(read [d_base], keep [C])`` as bool masks.
+
+    Units are the base columns (the target's penultimate features and every earlier branch's: one
+    column, ``k`` head parameters each) and the span's output channels (``group`` columns, their head
+    parameters and their filter). In ``PRUNE_ROUNDS`` steps, the units whose removal raises the ridge
+    objective least per parameter saved (``ridge.removal_costs``) are dropped and the head refitted on
+    the sub-block of the same statistics, until the delta fits; None when it cannot (one span channel
+    and nothing else left)."""
+    cand, d_base, k = p.fit.cand, p.fit.d_base, p.k
+    read = torch.ones(d_base, dtype=torch.bool)
+    keep = torch.ones(cand.shape[0], dtype=torch.bool)
+    size = full = p.size(read, keep)
+    ch_cost = None if p.channel_cost is None else cand.group * k + p.channel_cost
+    for r in range(PRUNE_ROUNDS):
+        if size <= p.budget:
+            break
+        goal = full - (full - p.budget) * (r + 1) / PRUNE_ROUNDS
+        cols = _columns(d_base, cand, read, keep)
+        wz, inv = ridge_inverse(p.fit.stats.select(cols), p.lam, standardize=p.standardize)
+        nb, nk = int(read.sum()), int(keep.sum())
+        loss_base = removal_costs(wz, inv, torch.arange(nb)[:, None])
+        loss_ch = removal_costs(wz, inv, nb + torch.arange(nk * cand.group).reshape(nk, cand.group))
+        base_idx = torch.nonzero(read).flatten()
+        ch_idx = torch.nonzero(keep).flatten()
+        units = [(float(e) / k, 0, int(i), k) for e, i in zip(loss_base, base_idx, strict=True)]
+        if ch_cost is not None:
+            units += [(float(e) / ch_cost, 1, int(i), ch_cost) for e, i in zip(loss_ch, ch_idx, strict=True)]
+        units.sort()
+        channels_left = len(ch_idx)
+        for _, kind, i, cost in units:
+            if size <= goal:
+                break
+            if kind == 1:
+                if channels_left <= 1:
+                    continue  # the span keeps at least one channel
+                keep[i] = False
+                channels_left -= 1
+            else:
+                read[i] = False
+            size -= cost
+        size = p.size(read, keep)
+    return (read, keep) if size <= p.budget else None
 
 
 def _solve(
@@ -244,52 +304,53 @@ def _solve(
     k: int,
     image_shape: tuple[int, ...],
 ) -> _Solution | None:
-    """λ by validation accuracy; then, over the budget, drop the least-used channels and refit."""
+    """λ by validation accuracy; then, over the budget, choose what the head reads and refit."""
     cand, d_base = fit.cand, fit.d_base
     path = ridge_path(fit.stats, standardize=settings.standardize)
-    lam, score = choose_lambda(path, fit.val(val_y), settings.ridge_grid)
-    all_cols = torch.arange(d_base + cand.dim)
-    renorm_params = 2 * image_shape[0]
-
-    def extra(masks: dict[str, torch.Tensor], n_cols: int) -> int:
-        source = 0 if settings.online else module_params(module, masks, image_shape)
-        return source + renorm_params + _head_params(n_cols, k)
-
-    full = extra({}, len(all_cols))
-    if settings.budget is None or full <= settings.budget:
-        return _Solution(lam, score, None, {}, full, all_cols)
-    layers = maskable_layers(module)
-    if not layers:
-        return None
-    last_name, last = list(layers.items())[-1]
-    n_out = _n_out(last)
-    if n_out != cand.shape[0]:
-        return None  # the span's output channels are not the last layer's: cannot prune by head weights
-    order = torch.argsort(_channel_importance(path, lam, d_base, cand), descending=True)
-
-    def keep_top(m: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        keep = torch.zeros(n_out, dtype=torch.bool)
-        keep[order[:m]] = True
-        masks = {name: torch.ones(_n_out(layer), dtype=torch.bool) for name, layer in layers.items()}
-        masks[last_name] = keep
-        return keep, masks, extra(masks, d_base + int(keep.sum()) * cand.group)
-
-    lo, hi = 1, n_out  # the most channels that fit: bisection on the (monotone) size
-    if keep_top(1)[2] > settings.budget:
-        return None
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if keep_top(mid)[2] <= settings.budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    keep, masks, size = keep_top(lo)
-    cols = _columns(d_base, cand, keep)
-    sub = RidgeStats.select(fit.stats, cols)
-    path = ridge_path(sub, standardize=settings.standardize)
     val = fit.val(val_y)
+    lam, score = choose_lambda(path, val, settings.ridge_grid)
+    renorm_params = 2 * image_shape[0]
+    layers = maskable_layers(module)
+    last_name, last = list(layers.items())[-1] if layers else ("", None)
+    prunable = last is not None and _n_out(last) == cand.shape[0]  # channels = the last layer's outputs
+
+    def masks_of(keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        if bool(keep.all()):
+            return {}
+        masks = {name: torch.ones(_n_out(layer), dtype=torch.bool) for name, layer in layers.items()}
+        masks[last_name] = keep.clone()
+        return masks
+
+    def extra(read: torch.Tensor, keep: torch.Tensor) -> int:
+        source = 0 if settings.online else module_params(module, masks_of(keep), image_shape)
+        return source + renorm_params + _head_params(int(read.sum()) + int(keep.sum()) * cand.group, k)
+
+    read = torch.ones(d_base, dtype=torch.bool)
+    keep = torch.ones(cand.shape[0], dtype=torch.bool)
+    full = extra(read, keep)
+    if settings.budget is None or full <= settings.budget:
+        return _Solution(lam, score, None, None, {}, full, torch.arange(d_base + cand.dim))
+    channel_cost = None
+    if prunable and cand.shape[0] > 1:
+        one_less = keep.clone()
+        one_less[0] = False
+        channel_cost = extra(read, keep) - extra(read, one_less) - cand.group * k
+    chosen = _prune(_Pruning(fit, lam, k, settings.budget, extra, channel_cost, settings.standardize))
+    if chosen is None:
+        return None
+    read, keep = chosen
+    cols = _columns(d_base, cand, read, keep)
+    path = ridge_path(fit.stats.select(cols), standardize=settings.standardize)
     lam, score = choose_lambda(path, None if val is None else (val[0][:, cols], val[1]), settings.ridge_grid)
-    return _Solution(lam, score, keep, masks, size, cols)
+    return _Solution(
+        lam,
+        score,
+        None if bool(keep.all()) else keep,
+        None if bool(read.all()) else read,
+        masks_of(keep),
+        extra(read, keep),
+        cols,
+    )
 
 
 def _n_out(layer: nn.Module) -> int:
@@ -378,7 +439,7 @@ def fit_joint(
                     0,
                     fit.cand.end,
                     fit.cand.pool,
-                    len(sol.columns) - d_base,
+                    len(sol.columns) - (d_base if sol.read is None else int(sol.read.sum())),
                     sol.lam,
                     loss,
                     m["ori_acc"],
@@ -387,6 +448,7 @@ def fit_joint(
                     kept,
                     sol.extra,
                     seconds,
+                    d_base if sol.read is None else int(sol.read.sum()),
                 )
             )
         progress.advance(1)
@@ -440,9 +502,9 @@ def _build_branch(
     with torch.no_grad():
         head.weight.copy_(w.float())
         head.bias.copy_(b.float())
-    keep = None
-    if sol.keep is not None:
-        keep = (sol.columns[fit.d_base :] - fit.d_base).to(torch.int64)
+    n_read = fit.d_base if sol.read is None else int(sol.read.sum())
+    keep = None if sol.keep is None else (sol.columns[n_read:] - fit.d_base).to(torch.int64)
+    read = None if sol.read is None else sol.columns[:n_read].to(torch.int64)
     branch = Branch(
         adapter=copy.deepcopy(renorm).cpu(),
         module=module,
@@ -454,6 +516,7 @@ def _build_branch(
         head_kind="joint",
         pool=fit.cand.pool,
         keep=keep,
+        read=read,
     )
     for p in branch.parameters():
         p.requires_grad_(False)

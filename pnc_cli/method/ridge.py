@@ -123,6 +123,38 @@ def ridge_path(stats: RidgeStats, *, standardize: bool = True) -> RidgePath:
     return RidgePath(mean, scale, ybar, eigvals, eigvecs, proj)
 
 
+def ridge_inverse(
+    stats: RidgeStats, lam: float, *, standardize: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W_z [d, K], P [d, d])`` for one λ: the weights on standardised features (equal to
+    ``ridge_path(stats).standardised_weights(lam)``) and ``P = (S + λI)⁻¹``, by one Cholesky
+    factorisation (cheaper than :func:`ridge_path`'s eigendecomposition when one λ is enough)."""
+    n = stats.n
+    mean, ybar = stats.sx / n, stats.sy / n
+    cov = stats.sxx / n - torch.outer(mean, mean)
+    cross = stats.sxy / n - torch.outer(mean, ybar)
+    scale = torch.ones_like(mean)
+    if standardize:
+        scale = cov.diagonal().clamp_min(0).sqrt()
+        scale = torch.where(scale > MIN_STD, scale, torch.ones_like(scale))
+    s = cov / torch.outer(scale, scale)
+    s = (s + s.T) / 2 + lam * torch.eye(len(mean), dtype=s.dtype, device=s.device)
+    factor, info = torch.linalg.cholesky_ex(s)
+    inv = torch.cholesky_inverse(factor) if int(info) == 0 else torch.linalg.pinv(s, hermitian=True)
+    return inv @ (cross / scale[:, None]), inv
+
+
+def removal_costs(wz: torch.Tensor, inv: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """For each group of columns (``groups [G, m]``, indices), how much the ridge objective rises when
+    the group is removed and the rest refitted: ``tr(W_Gᵀ (P_GG)⁻¹ W_G)`` with ``P = (S + λI)⁻¹`` (the
+    least-squares identity behind "optimal brain surgeon"; exact for one group at a time)."""
+    if groups.numel() == 0:
+        return torch.zeros(len(groups), dtype=wz.dtype)
+    pgg = inv[groups[:, :, None], groups[:, None, :]]
+    wg = wz[groups]
+    return (wg * torch.linalg.solve(pgg, wg)).sum((1, 2))
+
+
 def accuracy(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of the linear head on features ``x`` with labels ``y``."""
     if len(y) == 0:

@@ -77,7 +77,7 @@ def _bad_inputs(env: SimpleNamespace) -> dict[str, tuple[list[object], int, str]
     tiny_model_file(other, TARGET_CLASSES, seed=7)
     raw = env.d5.read_bytes()
     (env.dir / "trunc.safetensors").write_bytes(raw[: len(raw) // 2])
-    v2 = _rewrite(env.d5, env.dir / "v4.safetensors", **{"pnc.format_version": "4"})
+    v2 = _rewrite(env.d5, env.dir / "v5.safetensors", **{"pnc.format_version": "5"})
     cloned = env.dir / "cl.safetensors"
     assert run("apply", "-t", env.target, "-d", env.d5, "-o", cloned).exit_code == 0
     wrong = _rewrite(cloned, env.dir / "wrong.safetensors", **{"pnc.target_file_sha256": "0" * 64})

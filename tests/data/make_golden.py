@@ -1,7 +1,7 @@
 """Tiny targets, sources and deltas for tests, and the golden delta and cloned files.
 
-``python tests/data/make_golden.py v3`` writes ``delta_v3_joint_tiny.safetensors`` and
-``cloned_v3_joint_tiny.safetensors`` (that delta applied to the seed-0 target) with the current writer.
+``python tests/data/make_golden.py v4`` writes ``delta_v4_read_tiny.safetensors`` (a joint head whose
+budget makes it read part of the target's features: ``features.read``) with the current writer.
 Run it only to create golden files for a NEW format version (add its names here); the committed files
 of older versions (``delta_v1_tiny``: append head, ``delta_v2_joint_tiny``: joint head, unsealed) were
 written by older pnc and are frozen: they must keep loading — and running — in every future pnc
@@ -33,8 +33,10 @@ GOLDEN = Path(__file__).with_name("delta_v1_tiny.safetensors")
 GOLDEN_V2 = Path(__file__).with_name("delta_v2_joint_tiny.safetensors")
 GOLDEN_V3 = Path(__file__).with_name("delta_v3_joint_tiny.safetensors")
 GOLDEN_CLONED_V3 = Path(__file__).with_name("cloned_v3_joint_tiny.safetensors")
+GOLDEN_V4 = Path(__file__).with_name("delta_v4_read_tiny.safetensors")
 ARCH, CHANNELS, SIZE, BLOCKS = "tiny_cnn", 1, 16, 3
 TARGET_CLASSES = ("0", "1", "2")
+V4_BUDGET = 1400  # extra parameters of the version-4 golden delta: its head reads part of the target
 SOURCE_CLASSES = ("3", "4", "5", "6")
 
 
@@ -127,8 +129,10 @@ def golden_delta() -> DeltaFile:
     return make_delta(target_sha=target_sha, source_net=source_net, source_sha=source_sha, seed=0)
 
 
-def golden_joint_delta() -> DeltaFile:
-    """A version-2 delta with a joint head, fitted in closed form on random images (seed 0)."""
+def golden_joint_delta(budget: int = 2000) -> DeltaFile:
+    """A joint-head delta fitted in closed form on random images (seed 0); the golden files of versions 2
+    and 3 with the budget 2000, of version 4 with a budget small enough that its head reads a subset of
+    the target's features (``features.read``)."""
     target, spec, target_sha = tiny_network(TARGET_CLASSES, seed=0)
     source_net, source_spec, source_sha = tiny_network(SOURCE_CLASSES, seed=1)
     target.mean, target.std = torch.tensor(spec.mean), torch.tensor(spec.std)
@@ -144,7 +148,7 @@ def golden_joint_delta() -> DeltaFile:
         image_shape=(CHANNELS, SIZE, SIZE),
         train=batches(x[:48], y[:48], 16),
         val=(x[48:], y[48:]),
-        settings=JointSettings(budget=2000),
+        settings=JointSettings(budget=budget),
     )
     branch = out.branch
     io = {"channels": CHANNELS, "size": SIZE}
@@ -177,24 +181,15 @@ def golden_joint_delta() -> DeltaFile:
 
 
 def main() -> None:
-    """``make_golden.py v3 [DIR]``: write the golden delta and cloned file of the current format version."""
-    import tempfile
-
-    from pnc_cli.api import apply_delta
-
+    """``make_golden.py v4 [DIR]``: write the golden delta of the current format version."""
     torch.set_num_threads(1)
     version = sys.argv[1] if len(sys.argv) > 1 else f"v{DELTA_FORMAT_VERSION}"
     if version != f"v{DELTA_FORMAT_VERSION}":
         sys.exit(f"only v{DELTA_FORMAT_VERSION} golden files can be written; older ones are frozen")
-    where = Path(sys.argv[2]) if len(sys.argv) > 2 else GOLDEN_V3.parent
-    delta, cloned = where / GOLDEN_V3.name, where / GOLDEN_CLONED_V3.name
-    sha = write_delta(delta, golden_joint_delta(), force=True)
+    where = Path(sys.argv[2]) if len(sys.argv) > 2 else GOLDEN_V4.parent
+    delta = where / GOLDEN_V4.name
+    sha = write_delta(delta, golden_joint_delta(budget=V4_BUDGET), force=True)
     print(f"wrote {delta} ({delta.stat().st_size} bytes, content sha256 {sha})")
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "target.safetensors"
-        tiny_model_file(target, TARGET_CLASSES, seed=0)
-        doc = apply_delta(target=target, deltas=[delta], output=cloned, force=True)
-    print(f"wrote {cloned} ({cloned.stat().st_size} bytes, content sha256 {doc['sha256']})")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def test_round_trip_and_deterministic_bytes(env: SimpleNamespace) -> None:
     write_delta(env.dir / "b.safetensors", back)
     assert (env.dir / "a.safetensors").read_bytes() == (env.dir / "b.safetensors").read_bytes()
     _, meta = read_safetensors(env.dir / "a.safetensors")
-    assert meta["pnc.kind"] == "delta" and meta["pnc.format_version"] == "3" and meta["format"] == "pt"
+    assert meta["pnc.kind"] == "delta" and meta["pnc.format_version"] == "4" and meta["format"] == "pt"
     assert meta["pnc.delta.name"] == '"clone-5"' and meta["pnc.sha256"] == sha
 
 
@@ -127,8 +127,8 @@ def test_golden_v1_file_still_reads() -> None:
 
 
 def test_newer_version_is_refused(env: SimpleNamespace) -> None:
-    bad = _rewrite(env.d5, env.dir / "v4.safetensors", **{"pnc.format_version": "4"})
-    with pytest.raises(DeltaFormatError, match="newer than supported 3; upgrade pnc"):
+    bad = _rewrite(env.d5, env.dir / "v5.safetensors", **{"pnc.format_version": "5"})
+    with pytest.raises(DeltaFormatError, match="newer than supported 4; upgrade pnc"):
         read_delta(bad)
 
 

@@ -72,15 +72,20 @@ def target(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------- golden files
-def test_new_files_are_sealed_version_3(target: Path, tmp_path: Path) -> None:
-    assert DELTA_FORMAT_VERSION == SEALED_SINCE == 3
+def test_new_files_are_sealed_from_version_3(target: Path, tmp_path: Path) -> None:
+    assert DELTA_FORMAT_VERSION >= SEALED_SINCE == 3
     delta = tmp_path / "d.safetensors"
     write_delta(delta, read_delta(GOLDEN_V3))
     cloned = tmp_path / "c.safetensors"
     apply_delta(target=target, deltas=[delta], output=cloned)
-    for path in (delta, cloned, GOLDEN_V3, GOLDEN_CLONED_V3):
+    for path, version in (
+        (delta, DELTA_FORMAT_VERSION),
+        (cloned, DELTA_FORMAT_VERSION),
+        (GOLDEN_V3, 3),
+        (GOLDEN_CLONED_V3, 3),
+    ):
         _, meta = read_safetensors(path)
-        assert meta["pnc.format_version"] == "3" and meta[KEY_SEAL] == metadata_sha256(meta), path
+        assert meta["pnc.format_version"] == str(version) and meta[KEY_SEAL] == metadata_sha256(meta), path
 
 
 @pytest.mark.parametrize("golden", [GOLDEN, GOLDEN_V2], ids=["v1", "v2"])

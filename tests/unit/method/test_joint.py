@@ -18,9 +18,18 @@ from pnc_cli.io.delta_file import count_params, read_delta
 from pnc_cli.io.model_file import load_model
 from pnc_cli.method.branch_state import branch_extra_params, branch_tensors
 from pnc_cli.method.cloned_model import ClonedModel
-from pnc_cli.method.joint import JointSettings, batches, candidates, fit_joint
+from pnc_cli.method.joint import (
+    Candidate,
+    JointSettings,
+    _Fit,
+    _prune,
+    _Pruning,
+    batches,
+    candidates,
+    fit_joint,
+)
 from pnc_cli.nets import Network, build_network
-from tests.data.make_golden import GOLDEN_V2, TARGET_CLASSES, tiny_model_file
+from tests.data.make_golden import GOLDEN_V2, GOLDEN_V4, TARGET_CLASSES, tiny_model_file
 
 torch.set_num_threads(1)
 
@@ -108,6 +117,34 @@ def test_the_size_budget_prunes_channels_and_counts_like_the_delta() -> None:
         assert "features.keep" in tensors
 
 
+def test_the_read_index_keeps_the_planted_features_and_drops_the_noise() -> None:
+    """Known answer: base columns 0 and 1 tell classes 0 and 1, span channel 0 tells class 2 (class 3 is
+    "none of them"); 30 base columns and 3 span channels are noise. A budget that fits exactly those
+    three columns keeps them and nothing else."""
+    g = torch.Generator().manual_seed(0)
+    n, k, d_base = 800, 4, 32
+    y = torch.randint(0, k, (n,), generator=g)
+    hot = torch.nn.functional.one_hot(y, k).double()
+    noise = torch.randn(n, 33, generator=g, dtype=torch.float64)
+    base = torch.cat([hot[:, :2] + 0.2 * noise[:, :2], noise[:, 2:32]], 1)
+    span = torch.cat(
+        [hot[:, 2:3] + 0.2 * noise[:, 32:], torch.randn(n, 3, generator=g, dtype=torch.float64)], 1
+    )
+    fit = _Fit(Candidate(end=1, pool=0, shape=(4,)), d_base, k)
+    fit.stats.add(torch.cat([base, span], 1), y)
+
+    def size(read: torch.Tensor, keep: torch.Tensor) -> int:  # head + 10 filter parameters per channel
+        return (int(read.sum()) + int(keep.sum())) * k + k + 10 * int(keep.sum())
+
+    budget = 3 * k + k + 10
+    chosen = _prune(_Pruning(fit, 1e-2, k, budget, size, channel_cost=10, standardize=True))
+    assert chosen is not None
+    read, keep = chosen
+    assert read.tolist() == [True, True] + [False] * 30
+    assert keep.tolist() == [True, False, False, False]
+    assert _prune(_Pruning(fit, 1e-2, k, k + 10, size, channel_cost=10, standardize=True)) is None
+
+
 def test_nothing_fits_a_tiny_budget() -> None:
     target, source = _nets()
     x, y = _planted(64, 0)
@@ -123,13 +160,15 @@ def test_nothing_fits_a_tiny_budget() -> None:
         )
 
 
-def test_golden_v2_joint_delta_loads_applies_runs_and_comes_off(tmp_path: Path) -> None:
-    delta = read_delta(GOLDEN_V2)
+@pytest.mark.parametrize("golden", [GOLDEN_V2, GOLDEN_V4], ids=["v2", "v4-read-index"])
+def test_golden_joint_deltas_load_apply_run_and_come_off(golden: Path, tmp_path: Path) -> None:
+    delta = read_delta(golden)
     assert delta.spec.head.kind == "joint" and delta.spec.adapter["kind"] == "renorm"
+    assert ("features.read" in delta.tensors) == (golden == GOLDEN_V4)
     target = tmp_path / "t.safetensors"
     tiny_model_file(target, TARGET_CLASSES, seed=0)
     cloned, restored = tmp_path / "c.safetensors", tmp_path / "r.safetensors"
-    apply_delta(target=target, deltas=[GOLDEN_V2], output=cloned)
+    apply_delta(target=target, deltas=[golden], output=cloned)
     model, _, _ = load_cloned(cloned)
     with torch.no_grad():
         out = model(torch.rand(5, 1, 16, 16))
@@ -181,6 +220,41 @@ def test_a_joint_delta_on_a_cloned_model_reads_the_stack(stacked: SimpleNamespac
     model, _, cf = load_cloned(stacked.dir / "c56.safetensors")
     assert model.classes[-2:] == ["5", "6"] and [d.name for d in cf.deltas] == ["clone-5", "clone-6"]
     assert stacked.two["tar_acc"] >= 0.8
+
+
+def test_a_stacked_delta_reads_a_chosen_subset_and_applies_runs_and_comes_off(
+    stacked: SimpleNamespace, tmp_path: Path
+) -> None:
+    """The default budget (0.1×) does not hold every feature below the second head on the tiny nets:
+    its read index picks some columns of [target penultimate ; clone-5's features]."""
+    d6 = read_delta(stacked.dir / "d6.safetensors")
+    c5, _, _ = load_cloned(stacked.dir / "c5.safetensors")
+    x = torch.rand(7, 1, 16, 16)
+    with torch.no_grad():
+        below = sum(f.shape[1] for f in c5.features(x))
+    read, head = d6.tensors["features.read"], d6.tensors["head.weight"]
+    assert 0 < len(read) < below and int(read.max()) < below and bool((read.diff() > 0).all())
+    own = head.shape[1] - len(read)
+    assert own > 0 and head.shape[0] == len(c5.classes) + 1
+    for doc in (stacked.one, stacked.two):
+        assert doc["extra_params_ratio"] <= 0.1  # the budget holds for the stacked delta too
+    applied = tmp_path / "c56.safetensors"
+    apply_delta(
+        target=stacked.dir / "c5.safetensors", deltas=[stacked.dir / "d6.safetensors"], output=applied
+    )
+    model, _, _ = load_cloned(applied)
+    merged, _, _ = load_cloned(stacked.dir / "c56.safetensors")
+    with torch.no_grad():
+        assert torch.equal(model(x), merged(x))
+        f = model.features(x)
+        branch = model.branches["clone-6"]
+        by_hand = branch.head(torch.cat([torch.cat(f[:-1], 1)[:, read], f[-1]], 1))
+        assert torch.allclose(model(x), by_hand)
+    remove_delta(cloned=applied, names=["clone-6"], output=tmp_path / "c5.safetensors")
+    assert (tmp_path / "c5.safetensors").read_bytes() == (stacked.dir / "c5.safetensors").read_bytes()
+
+
+def test_a_joint_delta_fitted_on_a_stack_needs_that_stack(stacked: SimpleNamespace) -> None:
     # a joint delta fitted on the stack does not apply to the bare target
     with pytest.raises(IncompatibleError, match="fitted on top of deltas"):
         apply_delta(

@@ -1,14 +1,22 @@
 """Closed-form ridge from sufficient statistics (pnc_cli.method.ridge; docs/method-spec.md §3, joint head).
 
 Known answers: the solution from streamed statistics equals a direct solve on the whole data; shards add
-up to the whole (the torchrun all-reduce property); λ is chosen by validation accuracy.
+up to the whole (the torchrun all-reduce property); λ is chosen by validation accuracy; the cost of
+removing a group of columns equals the rise of the ridge objective when the rest is refitted.
 """
 
 from __future__ import annotations
 
 import torch
 
-from pnc_cli.method.ridge import RidgeStats, accuracy, choose_lambda, ridge_path
+from pnc_cli.method.ridge import (
+    RidgeStats,
+    accuracy,
+    choose_lambda,
+    removal_costs,
+    ridge_inverse,
+    ridge_path,
+)
 
 
 def _data(n: int = 200, d: int = 7, k: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,3 +103,30 @@ def test_constant_features_do_not_break_the_solve() -> None:
     stats.add(x, y)
     w, b = ridge_path(stats).solve(1e-3)
     assert torch.isfinite(w).all() and torch.isfinite(b).all()
+
+
+def _objective(x: torch.Tensor, y: torch.Tensor, cols: torch.Tensor, lam: float) -> float:
+    """The minimum of the ridge objective on standardised columns ``cols`` (scales of the full data)."""
+    n, k = len(y), int(y.max()) + 1
+    onehot = torch.nn.functional.one_hot(y, k).double()
+    z = ((x - x.mean(0)) / x.std(0, unbiased=False))[:, cols]
+    t = onehot - onehot.mean(0)
+    a = z.T @ z / n + lam * torch.eye(len(cols), dtype=torch.float64)
+    w = torch.linalg.solve(a, z.T @ t / n)
+    return float((t - z @ w).pow(2).sum() / n + lam * w.pow(2).sum())
+
+
+def test_ridge_inverse_matches_the_path_and_removal_costs_are_refit_losses() -> None:
+    x, y = _data(d=6)
+    stats = RidgeStats.zeros(6, 3)
+    stats.add(x, y)
+    wz, inv = ridge_inverse(stats, 0.1)
+    assert torch.allclose(wz, ridge_path(stats).standardised_weights(0.1), atol=1e-10)
+    groups = torch.tensor([[0, 1], [2, 5], [3, 4]])
+    costs = removal_costs(wz, inv, groups)
+    full = _objective(x, y, torch.arange(6), 0.1)
+    for g, cost in zip(groups, costs, strict=True):
+        rest = torch.tensor([c for c in range(6) if c not in g.tolist()])
+        assert abs(_objective(x, y, rest, 0.1) - full - float(cost)) < 1e-9
+    singles = removal_costs(wz, inv, torch.arange(6)[:, None])
+    assert (singles > 0).all() and singles.shape == (6,)
