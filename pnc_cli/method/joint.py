@@ -14,8 +14,8 @@ no epochs. A candidate over the size budget chooses what its head reads (``_prun
 columns of the features below it (the target's and every earlier branch's: the *read index*) and the
 output channels of the span's last layer whose removal raises the ridge objective least per
 parameter, refitting on the kept columns (a sub-block of the same statistics) in a few rounds. The
-candidate with the best validation accuracy wins (ties: the smaller delta); its head is refitted on
-training plus validation data with the chosen ridge term.
+candidate with the best validation accuracy wins (ties: the lower validation squared error, then the
+smaller delta); its head is refitted on training plus validation data with the chosen ridge term.
 """
 
 from __future__ import annotations
@@ -458,7 +458,10 @@ def fit_joint(
             f"no candidate module fits the size budget (the head alone reads {d_base} features below it for "
             f"{k} classes: {_head_params(d_base, k)} parameters); raise the budget or lower max_features"
         )
-    best = max(range(len(scores)), key=lambda i: (_nan_low(scores[i].val_avg_acc), -scores[i].extra_params))
+    best = max(  # accuracy first; ties (small validation splits often tie) by squared error, then size
+        range(len(scores)),
+        key=lambda i: (_nan_low(scores[i].val_avg_acc), -_nan_high(scores[i].loss), -scores[i].extra_params),
+    )
     chosen = scores[best]
     i = next(j for j, f in enumerate(fits) if f.cand.end == chosen.source_end and f.cand.pool == chosen.pool)
     fit, sol = fits[i], solutions[i]
@@ -473,6 +476,10 @@ class BudgetError(ValueError):
 
 def _nan_low(v: float) -> float:
     return -1.0 if math.isnan(v) else v
+
+
+def _nan_high(v: float) -> float:
+    return math.inf if math.isnan(v) else v
 
 
 def _build_branch(
