@@ -4,7 +4,9 @@ On mnist5k, lenet5 target (0-4) and source (5-9), per seed (models trained with 
 
 - ``pareto``: clone "5" with both heads at size budgets 0.02, 0.05, 0.1, 0.25, 1.0× the target and online
   (``--link-source``: the source filters are not stored and do not count); Avg Acc against extra params.
-- ``five``: clone "5-9" (default settings) against joint retraining of all ten classes with all data.
+- ``five``: clone "5-9" (default settings) against joint retraining of all ten classes with all data;
+  ``--random-features N ...`` adds one clone per N with that many random ReLU features (RanPAC option),
+  on the same models.
 - ``speed``: wall time of ``pnc clone`` (default: joint head, full search) against one ``pnc eval`` pass of
   the target over all 5,000 mnist5k images, both as fresh processes in the same run, alternating.
 - ``resnet``: resnet18 → resnet18 at 32 px (mnist5k resized to RGB), clone "5": time per candidate
@@ -101,7 +103,7 @@ def pareto(seed: int, work: Path, epochs: int) -> list[dict[str, Any]]:
     return rows
 
 
-def five(seed: int, work: Path, epochs: int) -> dict[str, Any]:
+def five(seed: int, work: Path, epochs: int, random_features: list[int]) -> dict[str, Any]:
     tgt = train_base(
         arch="lenet5", data="mnist5k", classes="0-4", seed=seed, epochs=epochs, out_dir=work, name=f"t{seed}"
     )
@@ -127,7 +129,18 @@ def five(seed: int, work: Path, epochs: int) -> dict[str, Any]:
         size=28,
     )
     joint = eval_metrics(full.network, splits, pseudo_labels(tgt.network, splits.test[0]))
+    variants = {}
+    for n in random_features:
+        v = _clone(src.path, tgt.path, "5-9", work / "d5.safetensors", seed=seed, random_features=n)
+        variants[n] = {k: v[k] for k in ("avg_acc", "ori_acc", "tar_acc", "extra_params_ratio")}
+        print(
+            f"  five seed {seed} random_features {n}: Avg {100 * v['avg_acc']:.1f} "
+            f"at {v['extra_params_ratio']:.3f}x (default: {100 * r['avg_acc']:.1f})",
+            file=sys.stderr,
+            flush=True,
+        )
     return {
+        "random_features": variants,
         "seed": seed,
         "pnc_avg": r["avg_acc"],
         "pnc_ori": r["ori_acc"],
@@ -280,6 +293,13 @@ def main() -> None:
         choices=["pareto", "five", "speed", "resnet"],
     )
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument(
+        "--random-features",
+        type=int,
+        nargs="*",
+        default=[],
+        help="five: also clone with N random ReLU features (RanPAC option), for each N given",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="speed: runs of each command")
     ap.add_argument("--out", type=Path, default=Path("bench-out/joint.json"))
     ap.add_argument("--img", type=Path, default=Path("docs/img/joint-pareto.png"))
@@ -307,7 +327,7 @@ def main() -> None:
             plot(rows, args.img)
             lines.append(f"\nplot: {args.img}\n")
         if "five" in args.parts:
-            rows = [five(s, work, args.epochs) for s in args.seeds]
+            rows = [five(s, work, args.epochs, args.random_features) for s in args.seeds]
             doc["five"] = rows
             lines += [
                 "| clone 5-9 | PNC Avg | PNC Ori | PNC Tar | extra (×) "
@@ -318,6 +338,14 @@ def main() -> None:
                 f"{pm([r['joint_all_avg'] for r in rows])} |",
                 "",
             ]
+            for n in args.random_features:
+                sel = [r["random_features"][n] for r in rows]
+                lines.insert(
+                    len(lines) - 1,
+                    f"| --random-features {n} | {pm([v['avg_acc'] for v in sel])} | "
+                    f"{pm([v['ori_acc'] for v in sel])} | {pm([v['tar_acc'] for v in sel])} | "
+                    f"{pm([v['extra_params_ratio'] for v in sel], 1, 3)} | |",
+                )
         if "speed" in args.parts:
             rows = [speed(s, work, args.epochs, args.repeats) for s in args.seeds]
             doc["speed"] = rows

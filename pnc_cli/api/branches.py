@@ -65,6 +65,8 @@ def branch_from_delta(delta: DeltaFile) -> Branch:
             source_end=spec.position.source_end,
             classes=list(spec.classes),
             template_blocks=template.blocks,
+            random_features=spec.head.random_features,
+            random_seed=spec.head.random_seed,
         )
     except (RuntimeError, KeyError, IndexError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -523,6 +523,8 @@ def _train_joint(
         budget=budget,
         online=online,
         refit_on_val=config.refit_on_val,
+        random_features=config.random_features,
+        random_seed=config.seed,
     )
     try:
         with autocast(dev):  # frozen forward passes at --precision; the statistics stay float64

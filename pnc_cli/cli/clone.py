@@ -107,6 +107,17 @@ TRAINING = [
         D.max_features,
     ),
     param(
+        "random_features",
+        Annotated[
+            int,
+            typer.Option(
+                help="Joint head: N fixed random ReLU features of what the head reads, seeded by --seed "
+                "(RanPAC; 0: off). They cost N x classes head weights within the size budget."
+            ),
+        ],
+        D.random_features,
+    ),
+    param(
         "fraction",
         Annotated[float, typer.Option(help="Fraction of the training data used (seed Table 1 'Data Size').")],
         D.fraction,

@@ -149,6 +149,7 @@ class CloneConfig:
 
     head: str = "joint"
     max_features: int = 1024
+    random_features: int = 0  # joint head: N fixed random ReLU features before the solve (RanPAC; 0 off)
     standardize: bool = True
     refit_on_val: bool = True
     max_ori_drop: float | None = 5.0
@@ -241,6 +242,16 @@ class CloneConfig:
             raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if not 1 <= self.max_features <= 1 << 16:
             raise ConfigError(f"max_features must be in 1..65536, got {self.max_features}")
+        if not 0 <= self.random_features <= 1 << 16:
+            raise ConfigError(
+                f"random_features must be in 0..65536, got {self.random_features}",
+                options=("random_features",),
+            )
+        if self.random_features and self.head != "joint":
+            raise ConfigError(
+                "random_features apply to the joint head only (head joint)",
+                options=("random_features", "head"),
+            )
         if self.max_ori_drop is not None and not 0 <= self.max_ori_drop <= 100:
             raise ConfigError(f"max_ori_drop must be in [0, 100] points (or None), got {self.max_ori_drop}")
         if self.ins_logits not in INS_LOGITS:

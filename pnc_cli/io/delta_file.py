@@ -58,6 +58,7 @@ REQUIRED_INFO = (
 # fmt: on
 OPTIONAL_INFO = ("metrics", "extra_params", "search", "head", "reads")
 HEAD_KINDS = ("joint", "append")
+FEATURE_TENSORS = ("keep", "read", "mean", "scale")
 MAX_DIM = 1 << 16  # bound on any recorded shape entry
 MAX_ELEMENTS = 1 << 28  # bound on any recorded shape's element count
 MODES = ("offline", "online")
@@ -179,6 +180,8 @@ class HeadInfo:
 
     kind: str = "append"
     pool: int = 0
+    random_features: int = 0  # joint head, version 3: random ReLU features regenerated from random_seed
+    random_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,12 @@ class DeltaSpec:
                 pos["source_blocks"],
             ),
             adapter=dict(info["adapter"]),
-            head=HeadInfo(head.get("kind", "append"), head.get("pool", 0)),
+            head=HeadInfo(
+                head.get("kind", "append"),
+                head.get("pool", 0),
+                head.get("random_features", 0),
+                head.get("random_seed", 0),
+            ),
             mode=info["mode"],
             reads=tuple(dict(r) for r in info.get("reads") or ()),
             target_sha256=info["target"]["sha256"],
@@ -281,9 +289,16 @@ def _info_problems(info: Mapping[str, Any]) -> Iterator[str]:
         yield problem
     head = info.get("head")
     if head is not None and not (
-        isinstance(head, dict) and head.get("kind") in HEAD_KINDS and _is_int(head.get("pool", 0))
+        isinstance(head, dict)
+        and head.get("kind") in HEAD_KINDS
+        and _is_int(head.get("pool", 0))
+        and _is_int(head.get("random_features", 0))
+        and _is_int(head.get("random_seed", 0), 0, (1 << 63) - 1)
     ):
-        yield f"info.head must be {{kind: {'|'.join(HEAD_KINDS)}, pool: integer}}"
+        yield (
+            f"info.head must be {{kind: {'|'.join(HEAD_KINDS)}, pool: integer, optional random_features "
+            "and random_seed: integers}"
+        )
     reads = info.get("reads")
     if reads is not None and not (
         isinstance(reads, list)
@@ -339,13 +354,31 @@ def _schema_problems(delta: DeltaFile) -> Iterator[str]:
     for name, t in delta.group("mask.").items():
         if t.dtype != torch.uint8 or not bool(((t == 0) | (t == 1)).all()):
             yield f"mask tensor mask.{name} must be uint8 with values 0/1"
-    for key, index in delta.group("features.").items():
-        if key not in ("keep", "read"):
-            yield f"unknown tensor features.{key} (features.keep and features.read are defined)"
-        elif index.dtype != torch.int64 or index.dim() != 1 or bool((index < 0).any()):
+    feats = delta.group("features.")
+    for key, index in feats.items():
+        if key not in FEATURE_TENSORS:
+            yield f"unknown tensor features.{key} (defined: {', '.join(FEATURE_TENSORS)})"
+        elif key in ("keep", "read") and (
+            index.dtype != torch.int64 or index.dim() != 1 or bool((index < 0).any())
+        ):
             yield f"features.{key} must be a 1-D int64 tensor of non-negative indices"
-        elif key == "read" and spec.head.kind != "joint":
-            yield "features.read belongs to a joint head (info.head.kind joint)"
+        elif key != "keep" and spec.head.kind != "joint":
+            yield f"features.{key} belongs to a joint head (info.head.kind joint)"
+    rf = spec.head.random_features
+    mean, scale = feats.get("mean"), feats.get("scale")
+    if (mean is not None or scale is not None or rf) and not (
+        rf
+        and mean is not None
+        and scale is not None
+        and mean.is_floating_point()
+        and mean.dim() == 1
+        and mean.shape == scale.shape
+        and bool((scale > 0).all())
+    ):
+        yield (
+            "random features need info.head.random_features > 0 and 1-D float features.mean and "
+            "features.scale (positive) of one length"
+        )
     has_source = bool(delta.group("source."))
     if spec.mode == "online" and has_source:
         yield "an online delta must not carry source.* tensors"

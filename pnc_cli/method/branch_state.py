@@ -8,7 +8,9 @@ weights come from the tensors). The names are fixed by docs/delta-format.md:
 ``adapter.*`` (the adapter A), ``mask.<layer>`` (uint8 0/1 per output channel), ``head.weight``/
 ``head.bias``, ``calibration.scale``/``calibration.bias`` (append head only), ``features.keep`` (int64,
 the feature columns a pruned span exposes), ``features.read`` (int64, the joint head's read index into
-the features below it; format 4) and, offline, ``source.*`` (the kept source filters, sliced).
+the features below it), ``features.mean``/``features.scale`` (random features: the standardisation of
+what the head reads) — both since format 4 — and, offline, ``source.*`` (the kept source filters,
+sliced).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 
 from .adapter import adapter_from_config
 from .cloned_model import Branch
+from .random_features import RandomFeatures
 from .selector import count_kept_params, slice_state, unslice_state
 
 
@@ -55,6 +58,9 @@ def branch_tensors(
         t["features.keep"] = branch.keep
     if branch.read is not None:
         t["features.read"] = branch.read
+    if branch.random is not None:
+        t["features.mean"] = branch.random.mean
+        t["features.scale"] = branch.random.scale
     if not online:
         in_shape = adapter_out_shape(branch.adapter.config())
         t.update({f"source.{k}": v for k, v in slice_state(branch.module, masks, in_shape).items()})
@@ -65,7 +71,11 @@ def branch_info(branch: Branch) -> dict[str, Any]:
     """The structural info of a branch that :func:`branch_from_state` needs besides the tensors."""
     return {
         "adapter": branch.adapter.config(),
-        "head": {"kind": branch.head_kind, "pool": branch.pool},
+        "head": {
+            "kind": branch.head_kind,
+            "pool": branch.pool,
+            **(branch.random.config() if branch.random is not None else {}),
+        },
         "position": {
             "target": branch.position,
             "source": branch.source_position,
@@ -94,6 +104,8 @@ def branch_from_state(
     source_end: int,
     classes: list[str],
     template_blocks: Sequence[nn.Module],
+    random_features: int = 0,
+    random_seed: int = 0,
 ) -> Branch:
     """Rebuild a branch from its delta tensors (offline: ``source.*`` present).
 
@@ -123,6 +135,11 @@ def branch_from_state(
         pool=pool,
         keep=tensors.get("features.keep"),
         read=tensors.get("features.read"),
+        random=RandomFeatures(
+            tensors["features.mean"], tensors["features.scale"], features=random_features, seed=random_seed
+        )
+        if random_features
+        else None,
     )
     with torch.no_grad():  # absent calibration (optional in the format) means scale 1, bias 0
         if "calibration.scale" in tensors:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..nets.network import Network
 from .adapter import Adapter, Renorm, build_adapter
+from .random_features import RandomFeatures
 
 HEAD_KINDS = ("joint", "append")
 
@@ -72,7 +73,8 @@ class Branch(nn.Module):
     feature it reads (joint). ``keep`` (int64 buffer, optional) lists the feature columns the branch
     exposes; ``None`` means all of them. ``read`` (joint head, int64 buffer, optional) is the head's
     read index: the columns of ``[f_t ; f_1 ; … ; f_k]`` (the features below the branch) it reads
-    before its own features; ``None`` means all of them.
+    before its own features; ``None`` means all of them. ``random`` (joint head, optional) appends
+    fixed random ReLU features of those columns before the head (``method.random_features``).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Branch(nn.Module):
         pool: int = 0,
         keep: torch.Tensor | None = None,
         read: torch.Tensor | None = None,
+        random: RandomFeatures | None = None,
     ) -> None:
         super().__init__()
         if head_kind not in HEAD_KINDS:
@@ -107,6 +110,7 @@ class Branch(nn.Module):
         self.register_buffer("keep", None if keep is None else keep.to(torch.int64))
         self.read: torch.Tensor | None
         self.register_buffer("read", None if read is None else read.to(torch.int64))
+        self.random: RandomFeatures | None = random  # joint head: random ReLU features (RanPAC option)
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.module.eval()
@@ -135,7 +139,8 @@ class Branch(nn.Module):
         """Joint head: logits of every class from the features below (read through ``read``) and ``f``."""
         if self.read is not None:
             below = below.index_select(1, self.read)
-        return self.head(torch.cat([below, f], dim=1))
+        x = torch.cat([below, f], dim=1)
+        return self.head(x if self.random is None else self.random(x))
 
     def append_logits(self, f: torch.Tensor) -> torch.Tensor:
         z = self.head(f)

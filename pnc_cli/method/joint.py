@@ -35,7 +35,8 @@ from ..nets.network import Network
 from .adapter import Renorm
 from .cloned_model import Branch, ClonedModel, pool_features
 from .metrics import cloning_metrics
-from .ridge import DEFAULT_GRID, RidgeStats, choose_lambda, removal_costs, ridge_inverse, ridge_path
+from .random_features import RandomFeatures
+from .ridge import DEFAULT_GRID, MIN_STD, RidgeStats, choose_lambda, removal_costs, ridge_inverse, ridge_path
 from .selector import bake_masks, count_kept_params, maskable_layers
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class JointSettings:
     budget: int | None = None  # extra parameters the delta may store (None: no limit)
     online: bool = False  # the delta will not store the source filters: they do not count
     refit_on_val: bool = True
+    random_features: int = 0  # RanPAC option: N random ReLU features of what the head reads (0: off)
+    random_seed: int = 0  # the seed of their projection
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,7 @@ class _Pruning:
     lam: float
     k: int
     budget: int
+    column_cost: int  # parameters one column of the features below costs (its head weights, ...)
     size: Callable[[torch.Tensor, torch.Tensor], int]  # (read, keep) -> extra parameters
     channel_cost: int | None  # parameters one span channel costs besides its head columns (None: fixed)
     standardize: bool
@@ -276,7 +280,8 @@ def _prune(p: _Pruning) -> tuple[torch.Tensor, torch.Tensor] | None:
         loss_ch = removal_costs(wz, inv, nb + torch.arange(nk * cand.group).reshape(nk, cand.group))
         base_idx = torch.nonzero(read).flatten()
         ch_idx = torch.nonzero(keep).flatten()
-        units = [(float(e) / k, 0, int(i), k) for e, i in zip(loss_base, base_idx, strict=True)]
+        cc = p.column_cost
+        units = [(float(e) / cc, 0, int(i), cc) for e, i in zip(loss_base, base_idx, strict=True)]
         if ch_cost is not None:
             units += [(float(e) / ch_cost, 1, int(i), ch_cost) for e, i in zip(loss_ch, ch_idx, strict=True)]
         units.sort()
@@ -323,7 +328,9 @@ def _solve(
 
     def extra(read: torch.Tensor, keep: torch.Tensor) -> int:
         source = 0 if settings.online else module_params(module, masks_of(keep), image_shape)
-        return source + renorm_params + _head_params(int(read.sum()) + int(keep.sum()) * cand.group, k)
+        n_cols = int(read.sum()) + int(keep.sum()) * cand.group
+        rf = settings.random_features
+        return source + renorm_params + _head_params(n_cols + rf, k) + (2 * n_cols if rf else 0)
 
     read = torch.ones(d_base, dtype=torch.bool)
     keep = torch.ones(cand.shape[0], dtype=torch.bool)
@@ -335,7 +342,10 @@ def _solve(
         one_less = keep.clone()
         one_less[0] = False
         channel_cost = extra(read, keep) - extra(read, one_less) - cand.group * k
-    chosen = _prune(_Pruning(fit, lam, k, settings.budget, extra, channel_cost, settings.standardize))
+    column_cost = k + (2 if settings.random_features else 0)  # random features: its mean and scale too
+    chosen = _prune(
+        _Pruning(fit, lam, k, settings.budget, column_cost, extra, channel_cost, settings.standardize)
+    )
     if chosen is None:
         return None
     read, keep = chosen
@@ -467,6 +477,10 @@ def fit_joint(
     fit, sol = fits[i], solutions[i]
     assert sol is not None
     branch = _build_branch(fit, sol, source, renorm, new_classes, k, val, base, device, settings)
+    if settings.random_features:
+        branch = _with_random_features(
+            branch, fit, sol, source, renorm, train, val, base, device, settings, reduce
+        )
     return JointOutcome(scores, best, branch, sol.masks)
 
 
@@ -525,6 +539,56 @@ def _build_branch(
         keep=keep,
         read=read,
     )
+    for p in branch.parameters():
+        p.requires_grad_(False)
+    return branch.eval()
+
+
+def _with_random_features(
+    branch: Branch,
+    fit: _Fit,
+    sol: _Solution,
+    source: Network,
+    renorm: Renorm,
+    train: Batches,
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    base: ClonedModel,
+    device: torch.device,
+    settings: JointSettings,
+    reduce: Callable[[torch.Tensor], object] | None,
+) -> Branch:
+    """The chosen branch with its head refitted on ``[x ; ReLU(z P)]`` (``method.random_features``): one
+    more pass over the training data (the random features are not linear in the statistics), λ chosen
+    on the validation split, then refitted on training plus validation data like the linear head."""
+    k, cols = branch.head.out_features, sol.columns
+    stats = fit.stats.select(cols)
+    mean = stats.sx / stats.n
+    scale = (stats.sxx.diagonal() / stats.n - mean**2).clamp_min(0).sqrt()
+    scale = torch.where(scale > MIN_STD, scale, torch.ones_like(scale))
+    rf = RandomFeatures(
+        mean.float(), scale.float(), features=settings.random_features, seed=settings.random_seed
+    ).to(device)
+    total = RidgeStats.zeros(len(cols) + rf.features, k)
+    with torch.no_grad():
+        for x, y in train():
+            f_base, (f_m,) = _features(base, renorm, source, x.to(device), [fit.cand])
+            total.add(rf(torch.cat([f_base, f_m], 1)[:, cols.to(device)].float()), y)
+    if reduce is not None:
+        total.reduce_(reduce)
+    val_rf = None
+    if val is not None and fit.val_x:
+        with torch.no_grad():
+            val_rf = (rf.cpu()(torch.cat(fit.val_x)[:, cols].float()).double(), val[1].cpu())
+    lam, _ = choose_lambda(ridge_path(total, standardize=settings.standardize), val_rf, settings.ridge_grid)
+    if settings.refit_on_val and val_rf is not None:
+        total.add(val_rf[0], val_rf[1])
+    w, b = ridge_path(total, standardize=settings.standardize).solve(lam)
+    head = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(w.float())
+        head.bias.copy_(b.float())
+    branch.head = head
+    branch.random = rf.cpu()
     for p in branch.parameters():
         p.requires_grad_(False)
     return branch.eval()

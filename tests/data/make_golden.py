@@ -1,7 +1,8 @@
 """Tiny targets, sources and deltas for tests, and the golden delta and cloned files.
 
 ``python tests/data/make_golden.py v4`` writes ``delta_v4_read_tiny.safetensors`` (a joint head whose
-budget makes it read part of the target's features: ``features.read``) with the current writer.
+budget makes it read part of the target's features: ``features.read``) and ``delta_v4_random_tiny``
+(the same with 8 random ReLU features) with the current writer.
 Run it only to create golden files for a NEW format version (add its names here); the committed files
 of older versions (``delta_v1_tiny``: append head, ``delta_v2_joint_tiny``: joint head, unsealed) were
 written by older pnc and are frozen: they must keep loading — and running — in every future pnc
@@ -34,6 +35,7 @@ GOLDEN_V2 = Path(__file__).with_name("delta_v2_joint_tiny.safetensors")
 GOLDEN_V3 = Path(__file__).with_name("delta_v3_joint_tiny.safetensors")
 GOLDEN_CLONED_V3 = Path(__file__).with_name("cloned_v3_joint_tiny.safetensors")
 GOLDEN_V4 = Path(__file__).with_name("delta_v4_read_tiny.safetensors")
+GOLDEN_V4_RANDOM = Path(__file__).with_name("delta_v4_random_tiny.safetensors")
 ARCH, CHANNELS, SIZE, BLOCKS = "tiny_cnn", 1, 16, 3
 TARGET_CLASSES = ("0", "1", "2")
 V4_BUDGET = 1400  # extra parameters of the version-4 golden delta: its head reads part of the target
@@ -129,10 +131,10 @@ def golden_delta() -> DeltaFile:
     return make_delta(target_sha=target_sha, source_net=source_net, source_sha=source_sha, seed=0)
 
 
-def golden_joint_delta(budget: int = 2000) -> DeltaFile:
+def golden_joint_delta(budget: int = 2000, random_features: int = 0) -> DeltaFile:
     """A joint-head delta fitted in closed form on random images (seed 0); the golden files of versions 2
     and 3 with the budget 2000, of version 4 with a budget small enough that its head reads a subset of
-    the target's features (``features.read``)."""
+    the target's features (``features.read``) and, with ``random_features``, random ReLU features."""
     target, spec, target_sha = tiny_network(TARGET_CLASSES, seed=0)
     source_net, source_spec, source_sha = tiny_network(SOURCE_CLASSES, seed=1)
     target.mean, target.std = torch.tensor(spec.mean), torch.tensor(spec.std)
@@ -148,7 +150,7 @@ def golden_joint_delta(budget: int = 2000) -> DeltaFile:
         image_shape=(CHANNELS, SIZE, SIZE),
         train=batches(x[:48], y[:48], 16),
         val=(x[48:], y[48:]),
-        settings=JointSettings(budget=budget),
+        settings=JointSettings(budget=budget, random_features=random_features, random_seed=0),
     )
     branch = out.branch
     io = {"channels": CHANNELS, "size": SIZE}
@@ -187,9 +189,10 @@ def main() -> None:
     if version != f"v{DELTA_FORMAT_VERSION}":
         sys.exit(f"only v{DELTA_FORMAT_VERSION} golden files can be written; older ones are frozen")
     where = Path(sys.argv[2]) if len(sys.argv) > 2 else GOLDEN_V4.parent
-    delta = where / GOLDEN_V4.name
-    sha = write_delta(delta, golden_joint_delta(budget=V4_BUDGET), force=True)
-    print(f"wrote {delta} ({delta.stat().st_size} bytes, content sha256 {sha})")
+    for name, random_features in ((GOLDEN_V4.name, 0), (GOLDEN_V4_RANDOM.name, 8)):
+        delta = where / name
+        sha = write_delta(delta, golden_joint_delta(V4_BUDGET, random_features), force=True)
+        print(f"wrote {delta} ({delta.stat().st_size} bytes, content sha256 {sha})")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pnc_cli.method.joint import (
     fit_joint,
 )
 from pnc_cli.nets import Network, build_network
-from tests.data.make_golden import GOLDEN_V2, GOLDEN_V4, TARGET_CLASSES, tiny_model_file
+from tests.data.make_golden import GOLDEN_V2, GOLDEN_V4, GOLDEN_V4_RANDOM, TARGET_CLASSES, tiny_model_file
 
 torch.set_num_threads(1)
 
@@ -137,12 +137,12 @@ def test_the_read_index_keeps_the_planted_features_and_drops_the_noise() -> None
         return (int(read.sum()) + int(keep.sum())) * k + k + 10 * int(keep.sum())
 
     budget = 3 * k + k + 10
-    chosen = _prune(_Pruning(fit, 1e-2, k, budget, size, channel_cost=10, standardize=True))
+    chosen = _prune(_Pruning(fit, 1e-2, k, budget, k, size, channel_cost=10, standardize=True))
     assert chosen is not None
     read, keep = chosen
     assert read.tolist() == [True, True] + [False] * 30
     assert keep.tolist() == [True, False, False, False]
-    assert _prune(_Pruning(fit, 1e-2, k, k + 10, size, channel_cost=10, standardize=True)) is None
+    assert _prune(_Pruning(fit, 1e-2, k, k + 10, k, size, channel_cost=10, standardize=True)) is None
 
 
 def test_nothing_fits_a_tiny_budget() -> None:
@@ -160,11 +160,18 @@ def test_nothing_fits_a_tiny_budget() -> None:
         )
 
 
-@pytest.mark.parametrize("golden", [GOLDEN_V2, GOLDEN_V4], ids=["v2", "v4-read-index"])
+@pytest.mark.parametrize(
+    "golden", [GOLDEN_V2, GOLDEN_V4, GOLDEN_V4_RANDOM], ids=["v2", "v4-read-index", "v4-random-features"]
+)
 def test_golden_joint_deltas_load_apply_run_and_come_off(golden: Path, tmp_path: Path) -> None:
     delta = read_delta(golden)
     assert delta.spec.head.kind == "joint" and delta.spec.adapter["kind"] == "renorm"
-    assert ("features.read" in delta.tensors) == (golden == GOLDEN_V4)
+    assert ("features.read" in delta.tensors) == (golden != GOLDEN_V2)
+    assert (
+        (delta.spec.head.random_features == 8)
+        == ("features.mean" in delta.tensors)
+        == (golden == GOLDEN_V4_RANDOM)
+    )
     target = tmp_path / "t.safetensors"
     tiny_model_file(target, TARGET_CLASSES, seed=0)
     cloned, restored = tmp_path / "c.safetensors", tmp_path / "r.safetensors"
