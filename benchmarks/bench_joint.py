@@ -59,7 +59,7 @@ def _clone(
     )
 
 
-def pareto(seed: int, work: Path, epochs: int) -> list[dict[str, Any]]:
+def pareto(seed: int, work: Path, epochs: int, heads: list[str]) -> list[dict[str, Any]]:
     tgt = train_base(
         arch="lenet5", data="mnist5k", classes="0-4", seed=seed, epochs=epochs, out_dir=work, name=f"t{seed}"
     )
@@ -67,7 +67,7 @@ def pareto(seed: int, work: Path, epochs: int) -> list[dict[str, Any]]:
         arch="lenet5", data="mnist5k", classes="5-9", seed=seed, epochs=epochs, out_dir=work, name=f"s{seed}"
     )
     rows = []
-    for head in ("joint", "append"):
+    for head in heads:
         extra = {"max_ori_drop": None} if head == "append" else {}
         for budget in [*BUDGETS, "online"]:
             online = budget == "online"
@@ -262,6 +262,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for head, marker, colour in (("joint", "o", "C0"), ("append", "s", "C1")):
+        if not any(r["head"] == head for r in rows):
+            continue
 
         def point(budget: object, head: str = head) -> tuple[float, float]:
             sel = [r for r in rows if r["head"] == head and r["budget"] == budget]
@@ -300,6 +302,13 @@ def main() -> None:
         default=[],
         help="five: also clone with N random ReLU features (RanPAC option), for each N given",
     )
+    ap.add_argument(
+        "--heads",
+        nargs="+",
+        default=["joint", "append"],
+        choices=["joint", "append"],
+        help="pareto: the heads to run",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="speed: runs of each command")
     ap.add_argument("--out", type=Path, default=Path("bench-out/joint.json"))
     ap.add_argument("--img", type=Path, default=Path("docs/img/joint-pareto.png"))
@@ -310,13 +319,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-joint-") as tmp:
         work = Path(tmp)
         if "pareto" in args.parts:
-            rows = [r for s in args.seeds for r in pareto(s, work, args.epochs)]
+            rows = [r for s in args.seeds for r in pareto(s, work, args.epochs, args.heads)]
             doc["pareto"] = rows
             lines += [
                 "| head | budget | Avg Acc | Ori Acc | Tar Acc | extra params (×) |",
                 "|---|---|---|---|---|---|",
             ]
-            for head in ("joint", "append"):
+            for head in args.heads:
                 for b in [*BUDGETS, "online"]:
                     sel = [r for r in rows if r["head"] == head and r["budget"] == b]
                     lines.append(
