@@ -114,7 +114,9 @@ def clone_metrics(
     )
     row = {k: float(r[k]) for k in METRICS if r.get(k) is not None}
     row.update(position=r["position"], target_ori_acc=float(r["target_ori_acc"]), name=r.get("name"))
-    row["refused_by_default_gate"] = 100 * (row["target_ori_acc"] - row.get("ori_acc", 0.0)) > 5.0
+    default_gate = CloneConfig().max_ori_drop
+    assert default_gate is not None
+    row["refused_by_default_gate"] = 100 * (row["target_ori_acc"] - row.get("ori_acc", 0.0)) > default_gate
     return row
 
 

@@ -137,9 +137,8 @@ def _stratified_val(labels: torch.Tensor, fraction: float, seed: int, cap: int |
         rows = rows[torch.randperm(len(rows), generator=g)]
         picks.append((rows, int(round(fraction * len(rows))) if len(rows) > 2 else 0))
     total = sum(k for _, k in picks)
-    scale = 1.0 if cap is None or total <= cap else cap / total
     for rows, k in picks:
-        val[rows[: min(k, int(k * scale)) if scale < 1.0 else k]] = True
+        val[rows[: k if cap is None or total <= cap else int(k * cap / total)]] = True
     return val
 
 

@@ -468,10 +468,7 @@ def fit_joint(
             f"no candidate module fits the size budget (the head alone reads {d_base} features below it for "
             f"{k} classes: {_head_params(d_base, k)} parameters); raise the budget or lower max_features"
         )
-    best = max(  # accuracy first; ties (small validation splits often tie) by squared error, then size
-        range(len(scores)),
-        key=lambda i: (_nan_low(scores[i].val_avg_acc), -_nan_high(scores[i].loss), -scores[i].extra_params),
-    )
+    best = best_candidate(scores)
     chosen = scores[best]
     i = next(j for j, f in enumerate(fits) if f.cand.end == chosen.source_end and f.cand.pool == chosen.pool)
     fit, sol = fits[i], solutions[i]
@@ -486,6 +483,15 @@ def fit_joint(
 
 class BudgetError(ValueError):
     """No candidate fits the size budget."""
+
+
+def best_candidate(scores: list[CandidateScore]) -> int:
+    """Index of the winner: validation accuracy first; ties (small validation splits often tie) by the
+    lower validation squared error, then the smaller delta (then the first)."""
+    return max(
+        range(len(scores)),
+        key=lambda i: (_nan_low(scores[i].val_avg_acc), -_nan_high(scores[i].loss), -scores[i].extra_params),
+    )
 
 
 def _nan_low(v: float) -> float:

@@ -294,3 +294,18 @@ def test_joint_head_rejects_a_position(tiny_target: Path, tiny_source: Path, tmp
         )
     assert not (tmp_path / "d.safetensors").exists()
     assert load_model(tiny_target).spec.classes  # the target is still readable
+
+
+def test_candidate_ties_go_to_the_lower_validation_error_then_the_smaller_delta() -> None:
+    from pnc_cli.method.joint import CandidateScore, best_candidate
+
+    def score(end: int, acc: float, loss: float, extra: int) -> CandidateScore:
+        return CandidateScore(0, 0, end, 0, 8, 1.0, loss, acc, acc, acc, 1.0, extra, 0.0)
+
+    small_but_worse_fit = score(1, 1.0, 0.30, 100)
+    better_fit = score(2, 1.0, 0.10, 900)
+    less_accurate = score(3, 0.9, 0.01, 10)
+    assert best_candidate([small_but_worse_fit, better_fit, less_accurate]) == 1
+    same_fit_smaller = score(4, 1.0, 0.10, 500)
+    assert best_candidate([better_fit, same_fit_smaller]) == 1
+    assert best_candidate([score(5, float("nan"), 0.0, 1), less_accurate]) == 1
