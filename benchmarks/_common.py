@@ -26,12 +26,14 @@ from torch import nn
 
 from pnc_cli.api import train_model
 from pnc_cli.core.config import TrainConfig
+from pnc_cli.core.device import seed_everything
 from pnc_cli.io.data import conform_set, load_data
-from pnc_cli.io.model_file import load_model
+from pnc_cli.io.model_file import build_from_spec, load_model
+from pnc_cli.method.augment import STEPS, shift, shift_step
 from pnc_cli.method.cloned_model import last_linear
 from pnc_cli.method.metrics import cloning_metrics
 from pnc_cli.nets import Network
-from pnc_cli.nets.training import predict_logits
+from pnc_cli.nets.training import fit_classifier, predict_logits, recalibrate_batchnorm
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -162,6 +164,22 @@ def _fit(
             loss.backward()
             opt.step()
     model.eval()
+
+
+def train_shifted(
+    like: Base, data: tuple[torch.Tensor, torch.Tensor], *, epochs: int, seed: int, shifts: int
+) -> Network:
+    """A fresh network of ``like``'s spec trained as ``pnc train`` trains (``fit_classifier``, same
+    epochs and seed) on ``data`` plus ``shifts`` shifted copies of every image (``method.augment``, the
+    copies a clone's joint-head statistics see): joint retraining given the same augmentation."""
+    x, y = data
+    step = shift_step(min(x.shape[-2:]))
+    xs = torch.cat([x, *(shift(x, dx * step, dy * step) for dx, dy in STEPS[:shifts])])
+    seed_everything(seed)
+    net = build_from_spec(load_model(like.path).spec)
+    fit_classifier(net.model, net, xs, y.repeat(1 + shifts), TrainConfig(epochs=epochs, seed=seed))
+    recalibrate_batchnorm(net.model, net, xs)
+    return net.freeze()
 
 
 def pseudo_labels(target: Network, images: torch.Tensor) -> torch.Tensor:

@@ -524,6 +524,7 @@ def _train_joint(
         refit_on_val=config.refit_on_val,
         random_features=config.random_features,
         random_seed=config.seed,
+        shifts=config.shifts,
     )
     try:
         with autocast(dev):  # frozen forward passes at --precision; the statistics stay float64
@@ -682,7 +683,7 @@ def clone(
         trained = Trained(branch_from_delta(sf.delta), sf.delta.masks(), scores_from_curves(sf.curves), None)
         recorded = sf.delta.info.get("config", {}).get("clone")
         if isinstance(recorded, dict):  # record the settings that trained it, not this command's
-            config = CloneConfig.from_dict({"head": "append", **recorded}, strict=False)
+            config = CloneConfig.from_dict({"head": "append", "shifts": 0, **recorded}, strict=False)
     else:
         trained = _train(inp, position, config, sconfig, surrogate, link_source, dev, progress)
     branch, masks, scores = trained.branch, trained.masks, trained.scores

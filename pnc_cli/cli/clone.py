@@ -118,6 +118,17 @@ TRAINING = [
         D.random_features,
     ),
     param(
+        "shifts",
+        Annotated[
+            int,
+            typer.Option(
+                help="Joint head: shifted copies of each training image (0-8, towards the 8 neighbours by "
+                "about 1/28 of the side) its statistics also see; each costs one more forward pass. 0: off."
+            ),
+        ],
+        D.shifts,
+    ),
+    param(
         "fraction",
         Annotated[float, typer.Option(help="Fraction of the training data used (seed Table 1 'Data Size').")],
         D.fraction,

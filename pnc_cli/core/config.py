@@ -150,6 +150,7 @@ class CloneConfig:
     head: str = "joint"
     max_features: int = 1024
     random_features: int = 0  # joint head: N fixed random ReLU features before the solve (RanPAC; 0 off)
+    shifts: int = 8  # joint head: shifted copies of each training image in its statistics (0 off, max 8)
     standardize: bool = True
     refit_on_val: bool = True
     max_ori_drop: float | None = 5.0
@@ -247,6 +248,8 @@ class CloneConfig:
                 f"random_features must be in 0..65536, got {self.random_features}",
                 options=("random_features",),
             )
+        if not 0 <= self.shifts <= 8:
+            raise ConfigError(f"shifts must be in 0..8, got {self.shifts}", options=("shifts",))
         if self.random_features and self.head != "joint":
             raise ConfigError(
                 "random_features apply to the joint head only (head joint)",

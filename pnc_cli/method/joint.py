@@ -33,6 +33,7 @@ from torch import nn
 from ..core.progress import NullProgress, Progress
 from ..nets.network import Network
 from .adapter import Renorm
+from .augment import with_shifts
 from .cloned_model import Branch, ClonedModel, pool_features
 from .metrics import cloning_metrics
 from .random_features import RandomFeatures
@@ -56,6 +57,7 @@ class JointSettings:
     refit_on_val: bool = True
     random_features: int = 0  # RanPAC option: N random ReLU features of what the head reads (0: off)
     random_seed: int = 0  # the seed of their projection
+    shifts: int = 0  # shifted copies of each training image the statistics also see (method.augment)
 
 
 @dataclass(frozen=True)
@@ -422,6 +424,7 @@ def fit_joint(
     ]
     if not cands:
         raise ValueError("no candidate module: check the source's blocks and max_features")
+    train = with_shifts(train, settings.shifts)
     start = time.perf_counter()
     fits, d_base = _accumulate(base, renorm, source, cands, train, val, k, device, progress, reduce)
     feature_seconds = time.perf_counter() - start
