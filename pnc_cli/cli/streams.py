@@ -54,10 +54,6 @@ class Streams:
         self._stdout = self._dir() / "stdout.safetensors"
         return self._stdout
 
-    @property
-    def writes_stdout(self) -> bool:
-        return self._stdout is not None
-
     def relabel(self, doc: Any) -> Any:
         """The temporary paths in a result document shown as ``-``."""
         names = {str(p): DASH for p in (self._stdin, self._stdout) if p is not None}

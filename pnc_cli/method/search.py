@@ -45,10 +45,6 @@ class SearchOutcome:
     branch: Branch
     result: BranchTrainResult
 
-    @property
-    def best_position(self) -> int:
-        return self.scores[self.best].position
-
 
 def choose(scores: list[PositionScore], select_by: str) -> int:
     """Index of R*: lowest loss, or highest validation Avg Acc (ties: the later block, i.e. a smaller
