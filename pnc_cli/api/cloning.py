@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from ..io.stream import ImageDataset, content_sha256
 from ..method.branch_state import branch_info, branch_tensors
 from ..method.clone_training import LocalTargets
 from ..method.cloned_model import Branch, ClonedModel, new_branch
-from ..method.joint import BudgetError, CandidateScore, JointSettings, fit_joint
+from ..method.joint import BudgetError, CandidateScore, JointSettings, default_shifts, fit_joint
 from ..method.metrics import LOCALITY_SURROGATE, cloning_metrics, zest_locality
 from ..method.search import PositionScore, SearchOutcome, search_positions
 from .branches import branch_from_delta, load_cloned, source_info, target_info
@@ -460,6 +460,7 @@ def _summary(
         "target_data": inp.target_data,
         "mode": info["mode"],
         "seed": info["seed"],
+        "shifts": info.get("config", {}).get("clone", {}).get("shifts"),  # joint head: copies used
         **metrics,
     }
 
@@ -472,6 +473,7 @@ class Trained:
     masks: dict[str, torch.Tensor]
     scores: list[Score]
     sconfig: SurrogateConfig | None
+    config: CloneConfig | None = None  # the settings it was trained with, defaults resolved (None: as asked)
 
 
 def _train_append(
@@ -516,6 +518,12 @@ def _train_joint(
         if config.max_extra_ratio is None
         else int(config.max_extra_ratio * inp.target.network.num_params())
     )
+    image_shape = (spec.in_channels, spec.input_size, spec.input_size)
+    source = inp.source.network.to(dev)
+    shifts = config.shifts  # None, the default: as many shifted copies as the networks make cheap
+    if shifts is None:
+        shifts = default_shifts(base, source, image_shape, len(inp.train_set), config.max_features)
+        config = replace(config, shifts=shifts)
     settings = JointSettings(
         max_features=config.max_features,
         standardize=config.standardize,
@@ -524,15 +532,15 @@ def _train_joint(
         refit_on_val=config.refit_on_val,
         random_features=config.random_features,
         random_seed=config.seed,
-        shifts=config.shifts,
+        shifts=shifts,
     )
     try:
         with autocast(dev):  # frozen forward passes at --precision; the statistics stay float64
             out = fit_joint(
                 base=base,
-                source=inp.source.network.to(dev),
+                source=source,
                 new_classes=inp.new_classes,
-                image_shape=(spec.in_channels, spec.input_size, spec.input_size),
+                image_shape=image_shape,
                 train=train_batches(inp.train_set, dev, batch_size=max(config.batch_size, 256)),
                 val=inp.val,
                 settings=settings,
@@ -544,7 +552,7 @@ def _train_joint(
         raise UsageError(
             f"{exc} (max_extra_ratio {config.max_extra_ratio})", options=("max_extra_ratio",)
         ) from None
-    return Trained(out.branch, out.masks, list(out.scores), None)
+    return Trained(out.branch, out.masks, list(out.scores), None, config)
 
 
 def _train(
@@ -683,9 +691,12 @@ def clone(
         trained = Trained(branch_from_delta(sf.delta), sf.delta.masks(), scores_from_curves(sf.curves), None)
         recorded = sf.delta.info.get("config", {}).get("clone")
         if isinstance(recorded, dict):  # record the settings that trained it, not this command's
-            config = CloneConfig.from_dict({"head": "append", "shifts": 0, **recorded}, strict=False)
+            # files older than a setting record none: append head, and joint heads without shifted copies
+            older = {"head": "append", "shifts": 0 if recorded.get("head") == "joint" else None}
+            config = CloneConfig.from_dict({**older, **recorded}, strict=False)
     else:
         trained = _train(inp, position, config, sconfig, surrogate, link_source, dev, progress)
+        config = trained.config or config
     branch, masks, scores = trained.branch, trained.masks, trained.scores
     metrics = evaluate_branch(inp, branch, dev)
     metrics["seconds"] = time.perf_counter() - start
@@ -754,6 +765,7 @@ def search(
         device=dev,
     )
     trained = _train(inp, "auto", config, sconfig, surrogate, False, dev, progress)
+    config = trained.config or config
     metrics = evaluate_branch(inp, trained.branch, dev)
     metrics["seconds"] = time.perf_counter() - start
     delta = build_delta(

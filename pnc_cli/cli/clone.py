@@ -120,10 +120,12 @@ TRAINING = [
     param(
         "shifts",
         Annotated[
-            int,
+            int | None,
             typer.Option(
                 help="Joint head: shifted copies of each training image (0-8, towards the 8 neighbours by "
-                "about 1/28 of the side) its statistics also see; each costs one more forward pass. 0: off."
+                "about 1/28 of the side) its statistics also see; each costs one more forward pass. "
+                "Default: as many as cost at most 5e10 multiply-accumulates (all 8 for small networks, "
+                "none for a resnet18)."
             ),
         ],
         D.shifts,

@@ -150,7 +150,7 @@ class CloneConfig:
     head: str = "joint"
     max_features: int = 1024
     random_features: int = 0  # joint head: N fixed random ReLU features before the solve (RanPAC; 0 off)
-    shifts: int = 8  # joint head: shifted copies of each training image in its statistics (0 off, max 8)
+    shifts: int | None = None  # joint head: shifted copies of each training image (0-8; None: by cost)
     standardize: bool = True
     refit_on_val: bool = True
     max_ori_drop: float | None = 5.0
@@ -248,8 +248,10 @@ class CloneConfig:
                 f"random_features must be in 0..65536, got {self.random_features}",
                 options=("random_features",),
             )
-        if not 0 <= self.shifts <= 8:
+        if self.shifts is not None and not 0 <= self.shifts <= 8:
             raise ConfigError(f"shifts must be in 0..8, got {self.shifts}", options=("shifts",))
+        if self.shifts is not None and self.head != "joint":
+            raise ConfigError("shifts apply to the joint head only (head joint)", options=("shifts", "head"))
         if self.random_features and self.head != "joint":
             raise ConfigError(
                 "random_features apply to the joint head only (head joint)",

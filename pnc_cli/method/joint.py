@@ -33,7 +33,7 @@ from torch import nn
 from ..core.progress import NullProgress, Progress
 from ..nets.network import Network
 from .adapter import Renorm
-from .augment import with_shifts
+from .augment import auto_shifts, forward_macs, with_shifts
 from .cloned_model import Branch, ClonedModel, pool_features
 from .metrics import cloning_metrics
 from .random_features import RandomFeatures
@@ -108,6 +108,26 @@ class JointOutcome:
     best: int
     branch: Branch
     masks: dict[str, torch.Tensor]
+
+
+def default_shifts(
+    base: ClonedModel, source: Network, image_shape: tuple[int, ...], images: int, max_features: int
+) -> int:
+    """``augment.auto_shifts`` for this pair: the cost per image of the feature pass (the target with its
+    branches, and the source up to its deepest candidate), probed with one blank image on the networks'
+    device."""
+    ends = [c.end for c in candidates(source, image_shape, max_features)]
+    device = next(iter(base.parameters())).device
+    x = torch.zeros(1, *image_shape, device=device)
+    renorm = Renorm.between(image_shape, (base.target_mean, base.target_std), (source.mean, source.std))
+
+    def run() -> None:
+        base.features(x)
+        h = renorm.to(device)(base.normalize(x))
+        for block in source.blocks[: max(ends, default=0)]:
+            h = block(h)
+
+    return auto_shifts(forward_macs([base, source.model], run), images)
 
 
 def candidates(source: Network, image_shape: tuple[int, ...], max_features: int) -> list[Candidate]:

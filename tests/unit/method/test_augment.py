@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from pnc_cli.api.cloning import clone
 from pnc_cli.core.config import CloneConfig
 from pnc_cli.core.errors import ConfigError
-from pnc_cli.method.augment import MAX_SHIFTS, STEPS, shift, shift_step, with_shifts
+from pnc_cli.io.delta_file import read_delta
+from pnc_cli.method.augment import (
+    MAX_SHIFTS,
+    STEPS,
+    auto_shifts,
+    forward_macs,
+    shift,
+    shift_step,
+    with_shifts,
+)
 from pnc_cli.method.cloned_model import ClonedModel
-from pnc_cli.method.joint import JointSettings, batches, fit_joint
+from pnc_cli.method.joint import JointSettings, batches, default_shifts, fit_joint
+from pnc_cli.nets import build_network
 from tests.data.make_golden import TARGET_CLASSES
 from tests.unit.method.test_joint import _nets, _planted
 
@@ -80,3 +93,42 @@ def test_the_head_fitted_with_shifts_equals_the_head_fitted_on_the_augmented_set
     with_copies = fit(x, y, 4)
     assert torch.allclose(with_copies, fit(explicit, y.repeat(5), 0), atol=1e-4)
     assert not torch.allclose(with_copies, fit(x, y, 0), atol=1e-4)  # the copies did change the head
+
+
+def test_multiply_accumulates_are_counted_per_layer_call() -> None:
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    lin = torch.nn.Linear(3 * 4 * 4, 5)
+    net = torch.nn.Sequential(conv, torch.nn.Flatten(), lin)
+    macs = forward_macs([net], lambda: net(torch.zeros(1, 2, 4, 4)))
+    assert macs == 3 * 4 * 4 * (2 * 3 * 3) + 5 * 48
+    assert forward_macs([net], lambda: net(torch.zeros(2, 2, 4, 4))) == 2 * macs  # per image
+    assert not net._forward_hooks and not conv._forward_hooks  # the probe leaves no hook behind
+
+
+def test_the_default_count_fits_the_extra_work_in_the_budget() -> None:
+    assert auto_shifts(10**6, 1000, budget=8 * 10**9) == 8
+    assert auto_shifts(10**6, 1000, budget=3 * 10**9 + 1) == 3
+    assert auto_shifts(10**6, 1000, budget=10**9 - 1) == 0
+    assert auto_shifts(0, 0) == MAX_SHIFTS
+    assert auto_shifts(10**6, 1000) == MAX_SHIFTS  # lenet5-sized pairs on a few thousand images: all 8
+    assert auto_shifts(10**9, 1000) == 0  # resnet18-sized pairs: none
+
+
+def test_the_default_is_all_eight_for_small_nets_and_none_for_a_resnet() -> None:
+    target, source = _nets()
+    base = ClonedModel(target, TARGET_CLASSES).eval()
+    assert default_shifts(base, source, (1, 16, 16), 1000, 1024) == MAX_SHIFTS
+    big_t = build_network("resnet18", num_classes=3, in_channels=3, input_size=32).freeze()
+    big_s = build_network("resnet18", num_classes=4, in_channels=3, input_size=32).freeze()
+    assert default_shifts(ClonedModel(big_t, TARGET_CLASSES).eval(), big_s, (3, 32, 32), 1000, 1024) == 0
+
+
+def test_a_clone_records_the_copies_it_used(tiny_target: Path, tiny_source: Path, tmp_path: Path) -> None:
+    common = {"source": tiny_source, "target": tiny_target, "classes": "5", "device": "cpu"}
+    auto = clone(output=tmp_path / "auto.safetensors", config=CloneConfig(seed=0), **common)
+    none = clone(output=tmp_path / "none.safetensors", config=CloneConfig(seed=0, shifts=0), **common)
+    assert auto["shifts"] == MAX_SHIFTS and none["shifts"] == 0
+    for name, n in (("auto", MAX_SHIFTS), ("none", 0)):
+        assert read_delta(tmp_path / f"{name}.safetensors").info["config"]["clone"]["shifts"] == n
+    with pytest.raises(ConfigError, match="joint head only"):
+        CloneConfig(head="append", shifts=2)
