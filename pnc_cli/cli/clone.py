@@ -256,6 +256,7 @@ def _render_joint(doc: dict[str, Any], title: str) -> None:
         [
             ("head", "joint (closed form)"),
             ("module", f"source blocks [0:{doc['source_end']}], pool {doc['pool'] or 'none'}"),
+            ("shifted copies", doc.get("shifts")),
             ("classes", ",".join(doc["classes"])),
             ("Ori Acc %", console.pct(doc["ori_acc"])),
             ("Tar Acc %", console.pct(doc["tar_acc"])),
