@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 "$PY" benchmarks/bench_incremental.py --seeds 0 1 2 | tee "$OUT/seed-incremental.md"
 
 # Joint head (issue 15): Pareto front of both heads over size budgets, five classes, speed against pnc eval; resnet18 (docs/benchmarks.md "Joint head")
-"$PY" benchmarks/bench_joint.py --seeds 0 1 2 --parts pareto five speed --out "$OUT/joint.json" | tee "$OUT/joint.md"
+"$PY" benchmarks/bench_joint.py --seeds 0 1 2 --parts pareto five speed --random-features 256 --out "$OUT/joint.json" | tee "$OUT/joint.md"
 "$PY" benchmarks/bench_joint.py --seeds 0 --parts resnet --out "$OUT/joint-resnet.json" | tee "$OUT/joint-resnet.md"
 
 # Cloning quality (issue 4): PNC vs target alone, joint retraining, naive fine-tuning, LwF, LoRA; 3 seeds (docs/benchmarks.md "Cloning quality (issue 4)")
