@@ -59,6 +59,7 @@ from pnc_cli.core.config import CloneConfig  # noqa: E402
 
 APPEND = "PNC, appended head (--head append)"
 PNC_VARIANTS = {"PNC": {}, APPEND: {"head": "append", "max_ori_drop": None}}
+JOINT_ONLY = {"random_features", "shifts"}  # --set options the appended-head row does not take
 METHODS = [
     "target alone",
     "PNC",
@@ -157,7 +158,8 @@ def run_seed(seed: int, args: argparse.Namespace, overrides: dict[str, Any], wor
         "seconds": tgt.seconds,
     }
     for method, variant in PNC_VARIANTS.items():
-        config = CloneConfig(**{"fraction": args.fraction, "seed": seed, **overrides, **variant})
+        mine = overrides if method == "PNC" else {k: v for k, v in overrides.items() if k not in JOINT_ONLY}
+        config = CloneConfig(**{"fraction": args.fraction, "seed": seed, **mine, **variant})
         start = time.perf_counter()
         r = clone(
             source=src.path,
