@@ -124,6 +124,18 @@ CASES = [
         2,
         "input",
     ),
+    (
+        "shifted copies out of range",
+        [*CLONE, "-o", "o.safetensors", "--shifts", "9"],
+        2,
+        "--shifts must be in 0..8",
+    ),
+    (
+        "joint-head option with the append head",
+        [*CLONE, "-o", "o.safetensors", "--head", "append", "--shifts", "2"],
+        2,
+        "--shifts apply to the joint --head only",
+    ),
     ("NaN learning rate", [*TRAIN, "--lr", "nan", "-o", "o.safetensors"], 2, "finite"),
     ("infinite learning rate", [*TRAIN, "--lr", "inf", "-o", "o.safetensors"], 2, "finite"),
     (
