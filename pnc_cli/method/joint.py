@@ -37,7 +37,7 @@ from .augment import auto_shifts, forward_macs, with_shifts
 from .cloned_model import Branch, ClonedModel, pool_features
 from .metrics import cloning_metrics
 from .random_features import RandomFeatures
-from .ridge import DEFAULT_GRID, MIN_STD, RidgeStats, choose_lambda, removal_costs, ridge_inverse, ridge_path
+from .ridge import DEFAULT_GRID, RidgeStats, centre, choose_lambda, removal_costs, ridge_inverse, ridge_path
 from .selector import bake_masks, count_kept_params, maskable_layers
 
 log = logging.getLogger(__name__)
@@ -116,18 +116,14 @@ def default_shifts(
     """``augment.auto_shifts`` for this pair: the cost per image of the feature pass (the target with its
     branches, and the source up to its deepest candidate), probed with one blank image on the networks'
     device."""
-    ends = [c.end for c in candidates(source, image_shape, max_features)]
+    cands = candidates(source, image_shape, max_features)
+    if not cands:
+        return 0  # nothing to fit: fit_joint says why
     device = next(iter(base.parameters())).device
     x = torch.zeros(1, *image_shape, device=device)
     renorm = Renorm.between(image_shape, (base.target_mean, base.target_std), (source.mean, source.std))
-
-    def run() -> None:
-        base.features(x)
-        h = renorm.to(device)(base.normalize(x))
-        for block in source.blocks[: max(ends, default=0)]:
-            h = block(h)
-
-    return auto_shifts(forward_macs([base, source.model], run), images)
+    macs = forward_macs([base, source.model], lambda: _features(base, renorm.to(device), source, x, cands))
+    return auto_shifts(macs, images)
 
 
 def candidates(source: Network, image_shape: tuple[int, ...], max_features: int) -> list[Candidate]:
@@ -590,12 +586,9 @@ def _with_random_features(
     more pass over the training data (the random features are not linear in the statistics), λ chosen
     on the validation split, then refitted on training plus validation data like the linear head."""
     k, cols = branch.head.out_features, sol.columns
-    stats = fit.stats.select(cols)
-    mean = stats.sx / stats.n
-    scale = (stats.sxx.diagonal() / stats.n - mean**2).clamp_min(0).sqrt()
-    scale = torch.where(scale > MIN_STD, scale, torch.ones_like(scale))
+    c = centre(fit.stats.select(cols))  # the standardisation the random features apply
     rf = RandomFeatures(
-        mean.float(), scale.float(), features=settings.random_features, seed=settings.random_seed
+        c.mean.float(), c.scale.float(), features=settings.random_features, seed=settings.random_seed
     ).to(device)
     total = RidgeStats.zeros(len(cols) + rf.features, k)
     with torch.no_grad():

@@ -103,8 +103,19 @@ class RidgePath:
         return self.eigvecs @ (self.proj / (self.eigvals.clamp_min(0) + lam)[:, None])
 
 
-def ridge_path(stats: RidgeStats, *, standardize: bool = True) -> RidgePath:
-    """Centre (and scale) the statistics and diagonalise them (see the module docstring)."""
+@dataclass(frozen=True)
+class Centred:
+    """The statistics centred (and scaled): what every solve starts from (see the module docstring)."""
+
+    mean: torch.Tensor  # μ [d]
+    scale: torch.Tensor  # σ [d] (ones without standardisation; constant columns stay unscaled)
+    ybar: torch.Tensor  # [K]
+    s: torch.Tensor  # S [d, d], symmetric
+    b: torch.Tensor  # B [d, K]
+
+
+def centre(stats: RidgeStats, *, standardize: bool = True) -> Centred:
+    """``μ``, ``σ``, ``ȳ``, ``S = D⁻¹ (Σxxᵀ/n − μμᵀ) D⁻¹`` and ``B = D⁻¹ (Σxyᵀ/n − μȳᵀ)``."""
     if float(stats.n) < 1:
         raise ValueError("ridge regression needs at least one sample")
     n = stats.n
@@ -117,10 +128,14 @@ def ridge_path(stats: RidgeStats, *, standardize: bool = True) -> RidgePath:
     else:
         scale = torch.ones_like(mean)
     s = cov / torch.outer(scale, scale)
-    s = (s + s.T) / 2
-    eigvals, eigvecs = torch.linalg.eigh(s)
-    proj = eigvecs.T @ (cross / scale[:, None])
-    return RidgePath(mean, scale, ybar, eigvals, eigvecs, proj)
+    return Centred(mean, scale, ybar, (s + s.T) / 2, cross / scale[:, None])
+
+
+def ridge_path(stats: RidgeStats, *, standardize: bool = True) -> RidgePath:
+    """Centre (and scale) the statistics and diagonalise them (see the module docstring)."""
+    c = centre(stats, standardize=standardize)
+    eigvals, eigvecs = torch.linalg.eigh(c.s)
+    return RidgePath(c.mean, c.scale, c.ybar, eigvals, eigvecs, eigvecs.T @ c.b)
 
 
 def ridge_inverse(
@@ -129,19 +144,11 @@ def ridge_inverse(
     """``(W_z [d, K], P [d, d])`` for one λ: the weights on standardised features (equal to
     ``ridge_path(stats).standardised_weights(lam)``) and ``P = (S + λI)⁻¹``, by one Cholesky
     factorisation (cheaper than :func:`ridge_path`'s eigendecomposition when one λ is enough)."""
-    n = stats.n
-    mean, ybar = stats.sx / n, stats.sy / n
-    cov = stats.sxx / n - torch.outer(mean, mean)
-    cross = stats.sxy / n - torch.outer(mean, ybar)
-    scale = torch.ones_like(mean)
-    if standardize:
-        scale = cov.diagonal().clamp_min(0).sqrt()
-        scale = torch.where(scale > MIN_STD, scale, torch.ones_like(scale))
-    s = cov / torch.outer(scale, scale)
-    s = (s + s.T) / 2 + lam * torch.eye(len(mean), dtype=s.dtype, device=s.device)
+    c = centre(stats, standardize=standardize)
+    s = c.s + lam * torch.eye(len(c.mean), dtype=c.s.dtype, device=c.s.device)
     factor, info = torch.linalg.cholesky_ex(s)
     inv = torch.cholesky_inverse(factor) if int(info) == 0 else torch.linalg.pinv(s, hermitian=True)
-    return inv @ (cross / scale[:, None]), inv
+    return inv @ c.b, inv
 
 
 def removal_costs(wz: torch.Tensor, inv: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
