@@ -7,25 +7,16 @@ import hashlib
 import json
 import os
 import struct
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from pnc_cli.io.safetensors_io import KEY_SEAL, metadata_sha256, read_safetensors, write_safetensors
+from pnc_cli.io.safetensors_io import read_safetensors, write_safetensors
 from tests.data.make_golden import GOLDEN_CLONED_V3, GOLDEN_V3
+from tests.editing import edit_metadata
 
-
-def _variant(src: Path, dst: Path, reseal: bool = True, **changes: str | None) -> None:
-    tensors, meta = read_safetensors(src)
-    for k, v in changes.items():
-        key = k.replace("__", ".")
-        if v is None:
-            meta.pop(key, None)
-        else:
-            meta[key] = v
-    if reseal and KEY_SEAL in meta:
-        meta[KEY_SEAL] = metadata_sha256(meta)
-    write_safetensors(dst, tensors, meta)
+_variant = partial(edit_metadata, reseal=True)
 
 
 @pytest.fixture

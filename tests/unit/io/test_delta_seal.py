@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -37,23 +38,12 @@ from tests.data.make_golden import (
     TARGET_CLASSES,
     tiny_model_file,
 )
+from tests.editing import edit_metadata
 
 TARGET_SHA = "c26680bfd5288b707582952ecc3f5c06c515da34dacdaa396c6fd2efd308ee23"  # tiny target, seed 0
 
 
-def _edit(src: Path, dst: Path, *, reseal: bool = False, **changes: str | None) -> Path:
-    """Copy ``src`` with metadata keys changed (``__`` spells a dot; None removes the key)."""
-    tensors, meta = read_safetensors(src)
-    for key, value in changes.items():
-        key = key.replace("__", ".")
-        if value is None:
-            meta.pop(key, None)
-        else:
-            meta[key] = value
-    if reseal and KEY_SEAL in meta:
-        meta[KEY_SEAL] = metadata_sha256(meta)
-    write_safetensors(dst, tensors, meta, force=True)
-    return dst
+_edit = partial(edit_metadata, reseal=False)
 
 
 def _json_edit(src: Path, key: str, fn) -> str:
