@@ -23,7 +23,7 @@ from torch import nn
 # The eight neighbours: the four axis-aligned steps first, so ``count`` 4 shifts along the axes only.
 STEPS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))
 MAX_SHIFTS = len(STEPS)
-# Extra forward work the default may add: 5·10¹⁰ multiply-accumulates, a few seconds on two CPU cores
+# Extra forward work the default may add: 5·10¹⁰ multiply-accumulates (docs/method.md)
 # (lenet5 pair, 1,000 images: 0.8·10⁶ per image, all 8 copies; resnet18 pair at 32 px: 10⁹ per image, none).
 AUTO_MACS = 5 * 10**10
 
